@@ -1,0 +1,74 @@
+"""The `Pipeline` protocol and the `Result` every pipeline returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from mammo.io.meta import ImageMeta
+
+STANDARD_CLASSES = ("breast", "adipose", "fibroglandular", "pectoral", "lesion", "calcification")
+
+
+@dataclass
+class PatchBox:
+    """A rectangle in input-image pixels: rows y0:y1, columns x0:x1, with an optional score."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    score: float | None = None
+    label: str = ""
+
+
+@dataclass
+class Result:
+    """What a pipeline found in one image. Every array is in the input image's geometry.
+
+    Attributes:
+        masks: class name (see `STANDARD_CLASSES`) -> bool array (H, W), the decision.
+        probabilities: class name -> float32 array (H, W) in [0, 1], where the model gives one.
+        saliency: class name (e.g. "benign", "malignant") -> float32 array (H, W) in [0, 1].
+        patches: boxes the pipeline looked at (patch map), in input pixels.
+        scores: image-level scores in [0, 1], e.g. {"benign": 0.2, "malignant": 0.7}.
+        timings: step name -> seconds.
+        geometry: how the pipeline's working frame maps to the input: "input_shape" (H, W),
+            "crop_box" (y0, x0, y1, x1) of the breast crop, "flipped" (bool), and anything else
+            the pipeline needs to state.
+        pipeline: name of the pipeline that produced it.
+        weights_sha256: sha256 of the weights used ("" for a pipeline without weights).
+    """
+
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    saliency: dict[str, np.ndarray] = field(default_factory=dict)
+    patches: list[PatchBox] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    geometry: dict[str, object] = field(default_factory=dict)
+    pipeline: str = ""
+    weights_sha256: str = ""
+
+    def check_shapes(self, shape: tuple[int, int]) -> None:
+        """Raise AssertionError unless every map has shape `shape` (H, W)."""
+        for group in (self.masks, self.probabilities, self.saliency):
+            for name, arr in group.items():
+                assert arr.shape == tuple(shape), f"{self.pipeline}:{name} {arr.shape} != {shape}"
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """A named method that maps one mammogram to a `Result`.
+
+    `run` takes the image as float32 (H, W) in [0, 1], brighter = denser (what
+    `mammo.io.read_image` returns), and its `ImageMeta`.
+    """
+
+    name: str
+    description: str
+    weights_sha256: str
+
+    def run(self, image: np.ndarray, meta: ImageMeta) -> Result: ...

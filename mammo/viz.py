@@ -1,0 +1,74 @@
+"""Overlays shared by the CLI, the app, `eval/` and `training/`.
+
+Images in: float32 (H, W) in [0, 1]. Images out: uint8 RGB (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# One colour per standard class (RGB), chosen to stay apart on a grey mammogram.
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "breast": (80, 160, 255),
+    "adipose": (255, 210, 60),
+    "fibroglandular": (60, 220, 120),
+    "pectoral": (200, 90, 255),
+    "lesion": (255, 50, 50),
+    "calcification": (255, 255, 255),
+}
+_FALLBACK = (255, 140, 0)
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """float32 (H, W) in [0, 1] -> uint8 (H, W, 3) grey."""
+    u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(u8[:, :, None], 3, axis=2)
+
+
+def overlay_masks(
+    image: np.ndarray, masks: dict[str, np.ndarray], alpha: float = 0.35, outline: bool = True,
+    legend: bool = True,
+) -> np.ndarray:
+    """Draw each bool mask (H, W) in its class colour over the image, with outlines and a legend.
+
+    Returns:
+        uint8 RGB (H, W, 3).
+    """
+    rgb = to_rgb8(image).astype(np.float32)
+    thickness = max(1, round(max(image.shape) / 600))
+    for name, mask in masks.items():
+        color = np.array(CLASS_COLORS.get(name, _FALLBACK), np.float32)
+        m = mask.astype(bool)
+        rgb[m] = (1 - alpha) * rgb[m] + alpha * color
+    out = np.clip(rgb, 0, 255).astype(np.uint8)
+    if outline:
+        for name, mask in masks.items():
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, CLASS_COLORS.get(name, _FALLBACK), thickness)
+    if legend and masks:
+        draw_legend(out, list(masks))
+    return out
+
+
+def draw_legend(rgb: np.ndarray, names: list[str]) -> None:
+    """Write a colour key in the top-right corner of a uint8 RGB image, in place."""
+    h, w = rgb.shape[:2]
+    scale = max(0.4, min(h, w) / 900)
+    step = int(28 * scale) + 4
+    for i, name in enumerate(names):
+        y = step * (i + 1)
+        x = w - int(220 * scale)
+        color = CLASS_COLORS.get(name, _FALLBACK)
+        cv2.rectangle(rgb, (x, y - int(16 * scale)), (x + int(16 * scale), y), color, -1)
+        cv2.putText(rgb, name, (x + int(24 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                    color, max(1, int(1.5 * scale)), cv2.LINE_AA)
+
+
+def downscale_for_view(rgb: np.ndarray, max_side: int = 2048) -> np.ndarray:
+    """Shrink an RGB image so its long side is at most `max_side` (views, not measurements)."""
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return rgb
+    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)

