@@ -91,7 +91,9 @@ def breast_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarray
     binary = (small > level).astype(np.uint8)
     # Opening detaches thin bridges between the breast and labels touching it.
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_OPEN_SIZE, _OPEN_SIZE))
-    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    # A zero border: with OpenCV's default, pixels beyond the edge count as foreground and a
+    # film-edge strip along the border survives the opening.
+    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     mask = _fill_holes(_largest_component(binary))
     if scale < 1.0:
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
