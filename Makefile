@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 demo:
 	@py=$$(scripts/venv.sh)
-	$$py -m mammo predict --pipeline breast --examples --out demo_out
+	$$py -m mammo predict --pipeline cascade --examples --out demo_out
 
 test:
 	@py=$$(scripts/venv.sh)

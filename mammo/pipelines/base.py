@@ -40,6 +40,8 @@ class Result:
             the pipeline needs to state.
         pipeline: name of the pipeline that produced it.
         weights_sha256: sha256 of the weights used ("" for a pipeline without weights).
+        artifacts: extra pictures the pipeline's original tool wrote, by file suffix (e.g.
+            "tissue_seg" -> uint8 (H, W) or RGB (H, W, 3)); written as `<stem>_<suffix>.png`.
     """
 
     masks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -51,6 +53,7 @@ class Result:
     geometry: dict[str, object] = field(default_factory=dict)
     pipeline: str = ""
     weights_sha256: str = ""
+    artifacts: dict[str, np.ndarray] = field(default_factory=dict)
 
     def check_shapes(self, shape: tuple[int, int]) -> None:
         """Raise AssertionError unless every map has shape `shape` (H, W)."""

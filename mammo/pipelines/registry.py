@@ -28,6 +28,12 @@ PIPELINES: dict[str, PipelineSpec] = {
         "Classical breast mask and crop (threshold + largest component); no learning.",
         "numpy",
     ),
+    "cascade": PipelineSpec(
+        "mammo.pipelines.cascade:build",
+        "ACA-Atrous-ResUNet: tissue map (adipose/fibroglandular/pectoral), then lesion mask inside "
+        "the fibroglandular region.",
+        "torch",
+    ),
 }
 
 _LOADED: dict[str, Pipeline] = {}

@@ -128,12 +128,24 @@ def crop_to_breast(
     return image[window.y0:window.y1, window.x0:window.x1], window
 
 
+def expand_window(window: CropWindow, fraction: float) -> CropWindow:
+    """Grow a crop window by `fraction` of its height/width on every side, clipped to the image."""
+    h, w = window.shape
+    dy, dx = round((window.y1 - window.y0) * fraction), round((window.x1 - window.x0) * fraction)
+    return CropWindow(max(0, window.y0 - dy), min(h, window.y1 + dy),
+                      max(0, window.x0 - dx), min(w, window.x1 + dx), (h, w))
+
+
 def uncrop(array: np.ndarray, window: CropWindow, fill: float = 0) -> np.ndarray:
     """Place `array` (the crop's shape) back into an array of the original shape, `fill` elsewhere."""
     expected = (window.y1 - window.y0, window.x1 - window.x0)
     if array.shape[:2] != expected:
         raise ValueError(f"array shape {array.shape[:2]} does not match the crop window {expected}")
-    out = np.full(window.shape + array.shape[2:], fill, dtype=array.dtype)
+    if expected == tuple(window.shape):
+        return array  # the window is the whole image: nothing to place
+    shape = window.shape + array.shape[2:]
+    # np.zeros gets pre-zeroed pages from the OS; np.full writes every byte (0.15 s per 200 MB).
+    out = np.zeros(shape, array.dtype) if fill == 0 else np.full(shape, fill, dtype=array.dtype)
     out[window.y0:window.y1, window.x0:window.x1] = array
     return out
 

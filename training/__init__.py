@@ -1,0 +1,1 @@
+"""Training: config -> data -> engine -> run folder -> export. See `python -m training.train --help`."""

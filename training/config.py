@@ -1,0 +1,109 @@
+"""One dataclass per run; YAML is data only; `key=value` overrides on the command line."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS = ("tissue", "lesion")
+TISSUE_CLASSES = ("background", "adipose", "fibroglandular", "pectoral")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Field names are also the Ray Tune search-space keys."""
+
+    name: str = "run"
+    task: str = "tissue"                 # "tissue" (4-class) or "lesion" (binary)
+    dataset: str = "tissue-ddsm"         # a `mammo.datasets` kind
+    data_root: str = "../shared/data/tissue_ddsm"
+    split: str = "splits/tissue_ddsm.csv"
+    image_types: list[str] = field(default_factory=lambda: ["DM", "CM"])  # cdd-cesm only
+    arch: str = "aca_resunet"            # aca_resunet | unet | aca_unet
+    encoder: str = "resnet34"
+    input_size: list[int] = field(default_factory=lambda: [256, 128])  # (h, w), multiples of 32
+    crop: str = "none"                   # "none" (whole image) or "breast" (breast bounding box)
+    crop_margin: float = 0.05            # margin around the crop box, as a fraction of its size
+    clip_limit: float = 2.0
+    median_ksize: int = 3
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    t0: int = 10                         # CosineAnnealingWarmRestarts T_0 (epochs)
+    t_mult: int = 2
+    dice_weight: float = 0.5
+    ce_weight: float = 0.5               # cross-entropy (tissue) or BCE (lesion)
+    l1_lambda: float = 0.0               # L1 penalty on the weights (5e-5 in the original)
+    elastic: bool = False                # elastic transform in the augmentation
+    threshold: float = 0.5               # lesion probability threshold for Dice
+    init_from: str = ""                  # start from this run's best.pt (fine-tuning); "" = random
+    seed: int = 0
+    threads: int = 2
+    out_dir: str = "runs"
+    val_overlays: int = 4
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
+        if len(self.input_size) != 2 or any(s % 32 for s in self.input_size):
+            raise ValueError(f"input_size must be [h, w], multiples of 32, got {self.input_size}")
+        if self.crop not in ("none", "breast"):
+            raise ValueError(f"crop must be 'none' or 'breast', not {self.crop!r}")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return TISSUE_CLASSES if self.task == "tissue" else ("lesion",)
+
+    @property
+    def in_channels(self) -> int:
+        """Tissue: the grey image. Lesion: grey image + a constant plane = 1 for CM images."""
+        return 1 if self.task == "tissue" else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw  # a bare word is a string
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (safe_load: data only) and apply `key=value` overrides.
+
+    Raises:
+        ValueError: an unknown key (named) or a malformed override.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        data.update(loaded)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        data[key.strip()] = _parse_value(raw.strip())
+    known = _field_types()
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)} in {path or 'overrides'}; "
+                         f"valid keys: {', '.join(known)}")
+    return TrainConfig(**data)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,93 @@
+"""Training data: dataset samples framed exactly as the pipeline frames them, plus augmentation.
+
+Every image is read and framed once (`mammo.preprocess.framing.frame`) and kept in memory at model
+size (60 films at 256x128 or 519 CDD-CESM images at 320x224 are a few tens of MB); augmentation runs
+on the framed arrays each epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from mammo.datasets import Sample, load_dataset
+from mammo.preprocess import breast_mask, chest_wall_side, crop_to_breast, expand_window
+from mammo.preprocess.framing import frame, frame_mask
+from training.config import TrainConfig
+
+
+@dataclass
+class Framed:
+    """Model-size arrays of one split: x float32 (N, C, h, w), y uint8 (N, h, w), ids, types."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: list[str]
+    image_types: list[str]
+
+
+def tissue_labels(sample: Sample) -> np.ndarray:
+    """uint8 (H, W): 0 background, 1 adipose, 2 fibroglandular, 3 pectoral."""
+    labels = np.zeros(sample.image.shape, np.uint8)
+    for value, name in enumerate(("adipose", "fibroglandular", "pectoral"), start=1):
+        labels[sample.masks[name]] = value
+    return labels
+
+
+def type_plane(image_type: str, size: tuple[int, int]) -> np.ndarray:
+    """The lesion model's second input: a constant plane, 1.0 for contrast-subtracted (CM) images."""
+    return np.full(size, 1.0 if image_type == "CM" else 0.0, np.float32)
+
+
+def frame_sample(sample: Sample, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """One sample -> (x float32 (C, h, w), y uint8 (h, w), image type), chest wall on the left."""
+    size = tuple(config.input_size)
+    mask = breast_mask(sample.image)
+    window = None
+    if config.crop == "breast":
+        _, window = crop_to_breast(sample.image, mask)
+        window = expand_window(window, config.crop_margin)
+    flip = chest_wall_side(sample.image, mask) == "right"
+    x, framing = frame(sample.image, size, window, flip, config.clip_limit, config.median_ksize)
+    if config.task == "tissue":
+        y, image_type = tissue_labels(sample), "DM"
+    else:
+        y, image_type = sample.masks["lesion"].astype(np.uint8), str(sample.extra.get("image_type", "DM"))
+    planes = [x] if config.in_channels == 1 else [x, type_plane(image_type, size)]
+    return np.stack(planes), frame_mask(y, framing), image_type
+
+
+def load_split(config: TrainConfig, split: str) -> Framed:
+    """Read and frame every sample of `split` ("train"/"val"/"test") of the configured dataset."""
+    ds = load_dataset(config.dataset, config.data_root, split=f"{config.split}:{split}")
+    refs = ds.refs
+    keep = [i for i, r in enumerate(refs) if r.info.get("image_type", "DM") in config.image_types] \
+        if config.dataset == "cdd-cesm" else list(range(len(refs)))
+    xs, ys, ids, types = [], [], [], []
+    for i in tqdm(keep, desc=f"framing {split}", unit="img", leave=False):
+        sample = ds[i]
+        x, y, image_type = frame_sample(sample, config)
+        xs.append(x)
+        ys.append(y)
+        ids.append(sample.image_id)
+        types.append(image_type)
+    return Framed(np.stack(xs), np.stack(ys), ids, types)
+
+
+def build_augment(config: TrainConfig):  # -> albumentations.Compose
+    """Vertical flips (a left-right flip would undo the canonical orientation), small rotations
+    and shifts, brightness/contrast, Gaussian noise; elastic deformation for the lesion stage."""
+    import albumentations as A
+
+    ops = [
+        A.VerticalFlip(p=0.5),
+        A.Affine(rotate=(-10, 10), translate_percent=(-0.04, 0.04), scale=(0.92, 1.08), p=0.7,
+                 border_mode=0, fill=0, fill_mask=0),
+        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.15, p=0.5),
+        A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
+    ]
+    if config.elastic:
+        ops.append(A.ElasticTransform(alpha=20, sigma=6, p=0.3, border_mode=0))
+    return A.Compose(ops, seed=config.seed)

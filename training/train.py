@@ -1,0 +1,45 @@
+"""`python -m training.train --config FILE [key=value ...] [--resume RUN_DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.config import load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
+    parser.add_argument("--config", help="training YAML (see training/configs/)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the config's fields")
+    args = parser.parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "last.pt").is_file():
+            print(f"error: {run_dir} has no last.pt to resume from", file=sys.stderr)
+            return 2
+        config = load_config(run_dir / "config.yaml", args.overrides)
+    elif args.config:
+        config = load_config(args.config, args.overrides)
+        run_dir = Path(config.out_dir) / config.name
+        if (run_dir / "last.pt").exists():
+            print(f"error: {run_dir} already holds a run; use --resume {run_dir} or name=<new name>",
+                  file=sys.stderr)
+            return 2
+    else:
+        parser.error("give --config FILE or --resume RUN_DIR")
+    from training.engine import train  # imports torch: after argument errors are reported
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not args.resume:  # export copies this into the manifest: the exact command that made the run
+        (run_dir / "command.txt").write_text(" ".join(["python -m training.train", *sys.argv[1:]]) + "\n")
+    result = train(config, run_dir, resume=bool(args.resume))
+    print(f"best validation score {result['val'].get('score', float('nan')):.4f} at epoch "
+          f"{result['best_epoch']}; run folder {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
