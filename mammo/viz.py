@@ -55,14 +55,17 @@ def draw_legend(rgb: np.ndarray, names: list[str]) -> None:
     """Write a colour key in the top-right corner of a uint8 RGB image, in place."""
     h, w = rgb.shape[:2]
     scale = max(0.4, min(h, w) / 900)
+    thickness = max(1, int(1.5 * scale))
+    box = int(16 * scale)
+    widest = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thickness)[0][0] for n in names)
+    x = max(0, w - widest - box - int(16 * scale))  # the whole key stays inside the image
     step = int(28 * scale) + 4
     for i, name in enumerate(names):
         y = step * (i + 1)
-        x = w - int(220 * scale)
         color = CLASS_COLORS.get(name, _FALLBACK)
-        cv2.rectangle(rgb, (x, y - int(16 * scale)), (x + int(16 * scale), y), color, -1)
-        cv2.putText(rgb, name, (x + int(24 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
-                    color, max(1, int(1.5 * scale)), cv2.LINE_AA)
+        cv2.rectangle(rgb, (x, y - box), (x + box, y), color, -1)
+        cv2.putText(rgb, name, (x + box + int(6 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                    color, thickness, cv2.LINE_AA)
 
 
 def downscale_for_view(rgb: np.ndarray, max_side: int = 2048) -> np.ndarray:

@@ -6,7 +6,7 @@ fibroglandular region plus a margin (`region="fgt"`), or inside the whole breast
 (`region="breast"`); its probability is pasted back into the full image and is 0 outside the box.
 
 The default region is "breast", chosen by measurement: on the CDD-CESM validation split
-(82 images) the per-image lesion Dice is 0.437 with the breast box and 0.368 with the
+(82 images) the per-image lesion Dice is 0.458 with the breast box and 0.381 with the
 fibroglandular box (`python -m training.measure_cascade --split val`): stage 1, trained on
 screen-film DDSM, misses dense tissue on digital and contrast images, and the lesion with it.
 """
