@@ -61,6 +61,11 @@ class TrainConfig:
         return TISSUE_CLASSES if self.task == "tissue" else ("lesion",)
 
     @property
+    def out_channels(self) -> int:
+        """Network outputs: one logit per tissue class (softmax), one for the lesion (sigmoid)."""
+        return len(self.classes) if len(self.classes) > 1 else 1
+
+    @property
     def in_channels(self) -> int:
         """Tissue: the grey image. Lesion: grey image + a constant plane = 1 for CM images."""
         return 1 if self.task == "tissue" else 2

@@ -144,7 +144,7 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
     torch.set_num_threads(config.threads)
     _seed_everything(config.seed)
     train_data, val_data = data or (load_split(config, "train"), load_split(config, "val"))
-    model = create_model(config.arch, config.encoder, config.in_channels, len(config.classes) if config.task == "tissue" else 1)
+    model = create_model(config.arch, config.encoder, config.in_channels, config.out_channels)
     if config.init_from and not resume:
         model.load_state_dict(torch.load(Path(config.init_from), weights_only=False)["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

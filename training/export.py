@@ -57,7 +57,7 @@ def export_run(run_dir: Path, name: str, pipeline: str, tolerance: float = 0.002
     config: TrainConfig = load_config(run_dir / "config.yaml")
     best = torch.load(run_dir / "best.pt", weights_only=False)
     classes = list(config.classes)
-    model = create_model(config.arch, config.encoder, config.in_channels, len(classes) if len(classes) > 1 else 1)
+    model = create_model(config.arch, config.encoder, config.in_channels, config.out_channels)
     val = val if val is not None else load_split(config, "val")
     scores = {}
     for fp16 in (False, True):
