@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
+from mammo.datasets.tissue_ddsm import TISSUE_CLASSES
+
 TASKS = ("tissue", "lesion")
-TISSUE_CLASSES = ("background", "adipose", "fibroglandular", "pectoral")
 
 
 @dataclass

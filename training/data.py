@@ -13,8 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mammo.datasets import Sample, load_dataset
-from mammo.preprocess import breast_mask, chest_wall_side, crop_to_breast, expand_window
-from mammo.preprocess.framing import frame, frame_mask
+from mammo.datasets.tissue_ddsm import TISSUE_CLASSES
+from mammo.preprocess.framing import breast_window_and_flip, frame, frame_mask
 from training.config import TrainConfig
 
 
@@ -31,7 +31,7 @@ class Framed:
 def tissue_labels(sample: Sample) -> np.ndarray:
     """uint8 (H, W): 0 background, 1 adipose, 2 fibroglandular, 3 pectoral."""
     labels = np.zeros(sample.image.shape, np.uint8)
-    for value, name in enumerate(("adipose", "fibroglandular", "pectoral"), start=1):
+    for value, name in enumerate(TISSUE_CLASSES[1:], start=1):
         labels[sample.masks[name]] = value
     return labels
 
@@ -44,12 +44,8 @@ def type_plane(image_type: str, size: tuple[int, int]) -> np.ndarray:
 def frame_sample(sample: Sample, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """One sample -> (x float32 (C, h, w), y uint8 (h, w), image type), chest wall on the left."""
     size = tuple(config.input_size)
-    mask = breast_mask(sample.image)
-    window = None
-    if config.crop == "breast":
-        _, window = crop_to_breast(sample.image, mask)
-        window = expand_window(window, config.crop_margin)
-    flip = chest_wall_side(sample.image, mask) == "right"
+    window, flip = breast_window_and_flip(sample.image, config.crop_margin)
+    window = window if config.crop == "breast" else None
     x, framing = frame(sample.image, size, window, flip, config.clip_limit, config.median_ksize)
     if config.task == "tissue":
         y, image_type = tissue_labels(sample), "DM"

@@ -18,6 +18,8 @@ from mammo.io import read_image
 
 #: label value -> class (background is 64).
 LEVELS = {64: "background", 128: "adipose", 192: "fibroglandular", 255: "pectoral"}
+#: the tissue classes in label order (0 background .. 3 pectoral), as the cascade models output them.
+TISSUE_CLASSES = tuple(LEVELS.values())
 _NAME = re.compile(r"^(?P<case>[A-Za-z]+_\d+)_\d+\.(?P<side>LEFT|RIGHT)_(?P<view>[A-Z]+)$")
 
 

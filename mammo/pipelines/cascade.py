@@ -19,14 +19,14 @@ import time
 import cv2
 import numpy as np
 
+from mammo.datasets.tissue_ddsm import LEVELS, TISSUE_CLASSES
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Result
-from mammo.preprocess import breast_mask, chest_wall_side, crop_to_breast, expand_window
+from mammo.preprocess import crop_to_breast, expand_window
 from mammo.preprocess.breast import CropWindow
-from mammo.preprocess.framing import frame, unframe
+from mammo.preprocess.framing import breast_window_and_flip, frame, unframe
 from mammo.viz import overlay_masks, to_rgb8
 
-TISSUE = ("background", "adipose", "fibroglandular", "pectoral")
 REGIONS = ("fgt", "breast")
 BREAST_MARGIN = 0.05  # = training/configs/cascade_lesion.yaml crop_margin
 
@@ -46,7 +46,7 @@ def box_with_margin(mask: np.ndarray, margin: float) -> CropWindow | None:
 def tissue_label_image(labels: np.ndarray) -> np.ndarray:
     """uint8 (H, W) in the tissue-ddsm label coding: 64 background, 128 adipose, 192
     fibroglandular, 255 pectoral (one channel: a third of the bytes of a colour map to write)."""
-    return np.array([64, 128, 192, 255], np.uint8)[labels]
+    return np.array(list(LEVELS), np.uint8)[labels]
 
 
 class CascadePipeline:
@@ -80,23 +80,21 @@ class CascadePipeline:
         """image float32 (H, W) in [0, 1] -> masks/probabilities for breast, the three tissues, lesion."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        breast = breast_mask(image)
-        flip = chest_wall_side(image, breast) == "right"
+        # The breast box is cut exactly as stage 2 was trained (classical mask, 5% margin); it is
+        # also the fallback when stage 1 finds no fibroglandular tissue.
+        window, flip = breast_window_and_flip(image, BREAST_MARGIN)
         probs = self.tissue_probabilities(image, flip)
         labels = probs.argmax(axis=2).astype(np.uint8)
         timings["tissue"] = time.perf_counter() - t
         t = time.perf_counter()
-        # The breast box is framed exactly as stage 2 was trained (classical mask, 5% margin); it is
-        # also the fallback when stage 1 finds no fibroglandular tissue.
-        window = expand_window(crop_to_breast(image, breast)[1], BREAST_MARGIN)
         if self.region == "fgt":
             window = box_with_margin(labels == 2, self.margin) or window
         lesion = self.lesion_probability(image, window, flip, image_type(meta))
         timings["lesion"] = time.perf_counter() - t
-        masks = {name: labels == v for v, name in enumerate(TISSUE) if v > 0}
+        masks = {name: labels == v for v, name in enumerate(TISSUE_CLASSES) if v > 0}
         masks["breast"] = labels > 0
         masks["lesion"] = lesion > self.threshold
-        probabilities = {name: probs[:, :, v] for v, name in enumerate(TISSUE) if v > 0}
+        probabilities = {name: probs[:, :, v] for v, name in enumerate(TISSUE_CLASSES) if v > 0}
         probabilities["breast"] = 1.0 - probs[:, :, 0]
         probabilities["lesion"] = lesion
         result = Result(masks=masks, probabilities=probabilities, timings=timings, pipeline=self.name,
@@ -120,7 +118,7 @@ def visualization(image: np.ndarray, labels: np.ndarray, lesion: np.ndarray, hei
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     lab = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
     les = cv2.resize(lesion.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    tissue = overlay_masks(small, {n: lab == v for v, n in enumerate(TISSUE) if v > 0}, alpha=0.5, outline=False)
+    tissue = overlay_masks(small, {n: lab == v for v, n in enumerate(TISSUE_CLASSES) if v > 0}, alpha=0.5, outline=False)
     return np.concatenate([to_rgb8(small), tissue, overlay_masks(small, {"lesion": les}, alpha=0.4)], axis=1)
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mammo.preprocess.breast import CropWindow, uncrop
+from mammo.preprocess.breast import (
+    CropWindow,
+    breast_mask,
+    chest_wall_side,
+    crop_to_breast,
+    expand_window,
+    uncrop,
+)
 from mammo.preprocess.contrast import clahe, median_filter
 from mammo.preprocess.geometry import Letterbox, letterbox, restore
 
@@ -23,6 +30,20 @@ class Framing:
     window: CropWindow
     flipped: bool
     letterbox: Letterbox
+
+
+def breast_window_and_flip(image: np.ndarray, margin: float) -> tuple[CropWindow, bool]:
+    """The breast's bounding box grown by `margin` x its size, and whether the chest wall is on
+    the right (so `frame` must flip). Training and the pipelines both call this, so a crop seen
+    at inference is cut as in training.
+
+    Args:
+        image: float32 (H, W) in [0, 1].
+        margin: fraction of the box's height/width added on each side.
+    """
+    mask = breast_mask(image)
+    window = expand_window(crop_to_breast(image, mask)[1], margin)
+    return window, chest_wall_side(image, mask) == "right"
 
 
 def frame(
