@@ -22,8 +22,9 @@ from mammo.viz import downscale_for_view, overlay_masks
 _PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    """Write atomically (temp file + rename), so a crash never leaves a half-written PNG."""
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write uint8 (H, W) or RGB (H, W, 3) atomically (temp file + rename): a crash never leaves
+    a half-written PNG."""
     tmp = path.with_name(f".{path.name}.tmp.png")
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
@@ -32,7 +33,8 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _map_to_u8(prob: np.ndarray) -> np.ndarray:
+def map_to_u8(prob: np.ndarray) -> np.ndarray:
+    """float (H, W) in [0, 1] -> uint8 (H, W), value = round(255 * p)."""
     return np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -73,12 +75,12 @@ def write_result(
     with ThreadPoolExecutor(max_workers=2) as pool:
         def submit(key: str, path: Path, picture: np.ndarray) -> None:
             written[key] = path
-            futures.append(pool.submit(_write_png, path, picture))
+            futures.append(pool.submit(write_png, path, picture))
 
         for prefix, maps, convert in (
             ("mask", result.masks, lambda m: m.view(np.uint8) * np.uint8(255)),
-            ("prob", result.probabilities if probabilities else {}, _map_to_u8),
-            ("saliency", result.saliency, _map_to_u8),
+            ("prob", result.probabilities if probabilities else {}, map_to_u8),
+            ("saliency", result.saliency, map_to_u8),
         ):
             for name, arr in maps.items():
                 submit(f"{prefix}_{name}", out_dir / f"{prefix}_{name}.png", convert(arr))

@@ -75,3 +75,33 @@ def downscale_for_view(rgb: np.ndarray, max_side: int = 2048) -> np.ndarray:
     if scale >= 1.0:
         return rgb
     return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+# Prediction vs. truth colours for `compare_overlay` (RGB): red fill for the prediction, green truth outline.
+PRED_COLOR: tuple[int, int, int] = (255, 40, 40)
+TRUTH_COLOR: tuple[int, int, int] = (40, 230, 80)
+
+
+def compare_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray,
+                    alpha: float = 0.4) -> np.ndarray:
+    """Draw a prediction (translucent red fill + red outline) and the truth (green outline) over an image.
+
+    Args:
+        image: float32 (H, W) in [0, 1].
+        truth: bool (H, W), or None when there is no ground truth.
+        pred: bool (H, W).
+
+    Returns:
+        uint8 RGB (H, W, 3); the truth outline is drawn last so it stays visible over the fill.
+    """
+    rgb = to_rgb8(image).astype(np.float32)
+    thickness = max(1, round(max(image.shape) / 300))
+    p = pred.astype(bool)
+    rgb[p] = (1 - alpha) * rgb[p] + alpha * np.array(PRED_COLOR, np.float32)
+    out = np.clip(rgb, 0, 255).astype(np.uint8)
+    for mask, color in ((pred, PRED_COLOR), (truth, TRUTH_COLOR)):
+        if mask is None:
+            continue
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, color, thickness)
+    return out

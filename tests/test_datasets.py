@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import REPO, require_data
@@ -31,15 +32,14 @@ SPLIT_DATASETS = {"tissue-ddsm": "tissue_ddsm", "mias": "mias", "mias-roi": "mia
 
 def ring(mask: np.ndarray, width: int) -> np.ndarray:
     """Pixels within `width` of the mask but outside it (bool (H, W))."""
-    import cv2
-
     grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * width + 1, 2 * width + 1), np.uint8)) > 0
     return grown & ~mask
 
 
 # -- registry and errors ------------------------------------------------------------------------
 def test_registry_and_unknown_kind(tmp_path: Path) -> None:
-    assert set(LOADERS) == {"tissue-ddsm", "mias", "mias-roi", "cdd-cesm", "glam-exam", "dicom-folder"}
+    assert set(LOADERS) == {"tissue-ddsm", "mias", "mias-roi", "cdd-cesm", "glam-exam", "dicom-folder",
+                            "folder", "csv"}
     with pytest.raises(MammoInputError, match="valid kinds: tissue-ddsm, mias"):
         load_dataset("inbreast", tmp_path)
 
@@ -327,3 +327,51 @@ def test_load_dataset_split_argument(tmp_path: Path) -> None:
         load_dataset("tissue-ddsm", root, split=custom)
     with pytest.raises(MammoInputError, match="no committed split"):
         load_dataset("glam-exam", require_data("glam_sample"), split="test")
+
+
+# -- folder and csv (the user's own images) ------------------------------------------------------
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+def test_folder_reads_images_masks_and_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for stem in ("b", "a", "c"):
+        _write_png(tmp_path / "images" / f"{stem}.png", rng.integers(0, 255, (40, 30), dtype=np.uint8))
+    lesion = np.zeros((40, 30), np.uint8)
+    lesion[5:10, 5:12] = 255
+    _write_png(tmp_path / "masks" / "a.png", lesion)
+    _write_png(tmp_path / "masks" / "breast" / "a.png", np.full((40, 30), 255, np.uint8))
+    _write_png(tmp_path / "masks" / "c.png", np.zeros((20, 30), np.uint8))  # wrong shape
+    (tmp_path / "labels.csv").write_text("image,benign_label,malignant_label,patient_id\n"
+                                         "a.png,0,1,P1\nb,1.0,0.0,P1\nc,,nan,\n")
+    ds = load_dataset("folder", tmp_path)
+    assert ds.ids == ["a", "b", "c"] and ds.patient_ids == ["P1", "P1", "c"]
+    a = ds["a"]
+    assert set(a.masks) == {"lesion", "breast"} and a.masks["lesion"].sum() == 35 and a.masks["breast"].all()
+    assert a.labels == {"benign": 0, "malignant": 1}
+    assert ds["b"].labels == {"benign": 1, "malignant": 0} and ds["b"].masks == {}
+    assert ds.refs[2].labels == {"benign": None, "malignant": None}
+    with pytest.raises(MammoInputError, match="mask shape"):
+        ds["c"]
+
+
+def test_csv_list_resolves_relative_paths(tmp_path: Path) -> None:
+    _write_png(tmp_path / "img" / "x.png", np.full((16, 16), 100, np.uint8))
+    _write_png(tmp_path / "img" / "sub" / "x.png", np.full((16, 16), 50, np.uint8))
+    _write_png(tmp_path / "m" / "x.png", np.eye(16, dtype=np.uint8) * 255)
+    table = tmp_path / "list.csv"
+    table.write_text("image_path,mask_path,malignant_label,patient_id\n"
+                     "img/x.png,m/x.png,1,P9\nimg/sub/x.png,,0,\nimg/missing.png,m/none.png,,\n")
+    ds = load_dataset("csv", table)
+    assert ds.ids == ["x", "x_1", "missing"] and ds.patient_ids == ["P9", "x_1", "missing"]
+    first = ds[0]
+    assert first.masks["lesion"].sum() == 16 and first.labels == {"benign": None, "malignant": 1}
+    assert ds[1].masks == {} and abs(float(ds[1].image.mean()) - 50 / 255) < 1e-3
+    with pytest.raises(MammoInputError):
+        ds[2]
+    with pytest.raises(MammoInputError, match="image_path"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("path\na.png\n")
+        load_dataset("csv", bad)

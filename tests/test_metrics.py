@@ -1,11 +1,26 @@
-"""mammo.metrics: Dice/IoU conventions and the accumulator."""
+"""mammo.metrics: Dice/IoU conventions, the accumulator, AUC/sens/spec, patient bootstrap, FROC."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mammo.metrics import SegmentationMeter, dice_iou, per_class_dice_iou
+from mammo.metrics import (
+    FROC_RATES,
+    ImageDetections,
+    SegmentationMeter,
+    bootstrap,
+    detect_candidates,
+    dice_iou,
+    froc_curve,
+    froc_sensitivities,
+    match_detections,
+    per_class_dice_iou,
+    roc_auc,
+    roc_band,
+    sensitivity_specificity,
+    with_ci,
+)
 
 
 def test_dice_iou_values() -> None:
@@ -40,3 +55,208 @@ def test_per_class_and_meter_means_over_images() -> None:
     summary = meter.summary()
     assert summary["lesion"] == {"dice": 0.5, "iou": 0.5, "n": 2}
     assert meter.mean_dice() == 0.5
+
+
+# --- classification -------------------------------------------------------------------------
+
+def test_roc_auc_hand_case_and_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+    # Pairs (positive, negative): 0.35>0.1 yes, 0.35>0.4 no, 0.8>0.1 yes, 0.8>0.4 yes -> 3/4.
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)   # a tie counts 1/2
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + 0.3 * labels, 1)        # rounded: many ties
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_roc_auc_undefined_and_invalid() -> None:
+    assert roc_auc(np.array([1, 1, 1]), np.array([0.1, 0.2, 0.3])) is None
+    assert roc_auc(np.array([0, 0]), np.array([0.1, 0.2])) is None
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc(np.array([0, 1]), np.array([0.1, np.nan]))
+    with pytest.raises(ValueError, match="0/1"):
+        roc_auc(np.array([0, 2]), np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="same length"):
+        roc_auc(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
+
+
+def test_sensitivity_specificity() -> None:
+    labels = np.array([1, 1, 1, 0, 0])
+    scores = np.array([0.9, 0.5, 0.2, 0.5, 0.1])
+    # At 0.5 (score >= threshold is positive): TP 2 (0.9, 0.5), FN 1; FP 1 (0.5), TN 1.
+    sens, spec = sensitivity_specificity(labels, scores, 0.5)
+    assert sens == pytest.approx(2 / 3) and spec == pytest.approx(1 / 2)
+    assert sensitivity_specificity(labels, scores, 0.95) == (0.0, 1.0)
+    assert sensitivity_specificity(np.array([1, 1]), np.array([0.2, 0.8]), 0.5) == (0.5, None)
+    assert sensitivity_specificity(np.array([0, 0]), np.array([0.2, 0.8]), 0.5) == (None, 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        sensitivity_specificity(np.array([0, 1]), np.array([np.nan, 0.2]), 0.5)
+
+
+# --- patient bootstrap ----------------------------------------------------------------------
+
+def test_bootstrap_keeps_groups_together_and_is_seeded() -> None:
+    groups = ["a", "a", "b", "c", "c", "c", "d"]
+    members = {g: [i for i, x in enumerate(groups) if x == g] for g in set(groups)}
+    seen_sizes = set()
+
+    def check_blocks(idx: np.ndarray) -> float:
+        # idx must be whole groups, each group's images together, exactly 4 groups drawn.
+        assert idx.dtype.kind == "i"
+        k, n_drawn = 0, 0
+        while k < len(idx):
+            block = members[groups[idx[k]]]
+            assert sorted(idx[k:k + len(block)].tolist()) == block
+            k += len(block)
+            n_drawn += 1
+        assert n_drawn == 4
+        seen_sizes.add(len(idx))
+        return float(np.mean(idx))
+
+    first = bootstrap(groups, check_blocks, n_resamples=200, seed=3)
+    assert first.shape == (200,) and first.dtype == np.float64
+    assert len(seen_sizes) > 1                                   # resamples do differ in size
+    np.testing.assert_array_equal(first, bootstrap(groups, check_blocks, n_resamples=200, seed=3))
+    assert not np.array_equal(first, bootstrap(groups, check_blocks, n_resamples=200, seed=4))
+
+
+def test_bootstrap_skips_undefined_values() -> None:
+    groups = [str(i) for i in range(6)]
+    labels = np.array([0, 0, 0, 0, 0, 1])
+    scores = np.linspace(0, 1, 6)
+    values = bootstrap(groups, lambda idx: roc_auc(labels[idx], scores[idx]), n_resamples=300, seed=0)
+    # P(patient 5 not drawn in 6 draws) = (5/6)^6 ~ 0.33: those resamples have one class -> skipped.
+    assert 100 < values.size < 300
+    assert np.all(values == 1.0)
+    nan_values = bootstrap(groups, lambda idx: float("nan"), n_resamples=10)
+    assert nan_values.size == 0
+
+
+def test_with_ci() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 1.0, 120)
+    groups = [f"p{i // 2}" for i in range(120)]                  # two images per patient
+    result = with_ci(lambda idx: float(np.mean(x[idx])), groups, n_resamples=500, seed=1)
+    low, high = result["ci95"]
+    assert result["mean"] == pytest.approx(np.mean(x))
+    assert low < result["mean"] < high and result["n_resamples"] == 500
+    narrow = with_ci(lambda idx: float(np.mean(x[idx])), groups, n_resamples=500, seed=1, level=0.5)
+    assert high - low > narrow["ci95"][1] - narrow["ci95"][0] > 0
+    assert with_ci(lambda idx: None, groups) == {"mean": None, "ci95": None, "n_resamples": 0}
+    one = with_ci(lambda idx: float(np.mean(x[idx])), groups, n_resamples=1)
+    assert one["ci95"] is None and one["n_resamples"] == 1
+
+
+def test_roc_band() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 150)
+    scores = rng.random(150) + 0.5 * labels
+    groups = [f"p{i // 3}" for i in range(150)]
+    grid, low, high = roc_band(labels, scores, groups, n_resamples=200, seed=0)
+    assert grid.shape == low.shape == high.shape == (101,)
+    assert np.all(low <= high) and np.any(low < high)
+    assert np.all((low >= 0) & (high <= 1)) and low[-1] == high[-1] == 1.0
+    assert np.all(np.diff(low) >= -1e-12)                        # percentiles of monotone curves
+    custom = np.array([0.0, 0.1, 0.5])
+    assert roc_band(labels, scores, groups, n_resamples=20, grid=custom)[1].shape == (3,)
+    with pytest.raises(ValueError, match="both classes"):
+        roc_band(np.ones(10, int), rng.random(10), [str(i) for i in range(10)], n_resamples=5)
+
+
+# --- lesion detection -----------------------------------------------------------------------
+
+def _hand_drawn() -> tuple[np.ndarray, np.ndarray]:
+    """Two lesions (A rows 0-1, B rows 4-5) and three candidates: X touches both (with diagonal
+    steps, so 8-connectivity matters), Y touches B only, Z is a false positive."""
+    truth = np.zeros((7, 10), bool)
+    truth[0:2, 0:4] = True               # lesion A
+    truth[4:6, 0:7] = True               # lesion B
+    prob = np.zeros((7, 10))
+    prob[1, 1], prob[2, 2], prob[3, 1], prob[4, 1] = 0.6, 0.8, 0.7, 0.55   # X, diagonal chain
+    prob[5, 5:7] = [0.6, 0.65]           # Y (two columns from X: a separate component)
+    prob[0, 8:10] = [0.95, 0.9]          # Z
+    prob[1, 8] = 0.9
+    prob[0, 6] = 0.3                     # below threshold: no candidate
+    return prob, truth
+
+
+def test_detect_candidates() -> None:
+    prob, _ = _hand_drawn()
+    labels, scores = detect_candidates(prob)
+    assert labels.dtype == np.int32 and labels.shape == prob.shape and scores.shape == (3,)
+    x, y, z = labels[1, 1], labels[5, 5], labels[0, 8]
+    assert len({x, y, z}) == 3 and 0 not in {x, y, z}
+    assert labels[2, 2] == labels[3, 1] == labels[4, 1] == x      # 8-connected across diagonals
+    assert labels[0, 6] == 0
+    assert scores[x - 1] == 0.8 and scores[y - 1] == 0.65 and scores[z - 1] == 0.95
+    assert detect_candidates(prob, threshold=0.9)[1].tolist() == [0.95]
+    with pytest.raises(ValueError, match="2-D"):
+        detect_candidates(np.zeros((2, 2, 2)))
+
+
+def test_match_detections() -> None:
+    prob, truth = _hand_drawn()
+    labels, _ = detect_candidates(prob)
+    det = match_detections(prob, truth)
+    assert det.n_lesions == 2
+    by_score = {float(s): h for s, h in zip(det.scores, det.hits)}
+    # Lesion 0 = A (first in raster order), 1 = B.
+    assert by_score == {0.8: frozenset({0, 1}), 0.65: frozenset({1}), 0.95: frozenset()}
+    assert det.hits[labels[0, 8] - 1] == frozenset()
+    with pytest.raises(ValueError, match="shapes differ"):
+        match_detections(prob, truth[:, :5])
+
+
+def test_match_detections_bool_mask() -> None:
+    prob, truth = _hand_drawn()
+    det = match_detections(prob >= 0.5, truth)
+    assert det.scores.tolist() == [1.0, 1.0, 1.0]
+    assert sorted(det.hits, key=len) == [frozenset(), frozenset({1}), frozenset({0, 1})]
+    empty = match_detections(np.zeros((4, 4), bool), np.zeros((4, 4), bool))
+    assert empty.scores.shape == (0,) and empty.hits == [] and empty.n_lesions == 0
+
+
+def _hand_froc_set() -> list[ImageDetections]:
+    return [
+        ImageDetections(np.array([0.9, 0.8, 0.3]), [frozenset({0}), frozenset(), frozenset({1})], 2),
+        ImageDetections(np.array([0.7, 0.6]), [frozenset(), frozenset({0})], 1),
+        ImageDetections(np.array([0.5]), [frozenset()], 0),
+        ImageDetections(np.array([0.8, 0.2]), [frozenset({0}), frozenset({0})], 1),
+    ]
+
+
+def test_froc_curve_hand_computed() -> None:
+    # 4 images, 4 lesions. FP scores: 0.8 (img 1), 0.7 (img 2), 0.5 (img 3).
+    # Lesion thresholds (best hitting score): img1 L0 0.9, img1 L1 0.3, img2 L0 0.6, img4 L0 0.8
+    # (its 0.2 candidate changes nothing). Distinct scores 0.9 0.8 0.7 0.6 0.5 0.3 0.2:
+    #   t    inf  0.9  0.8  0.7  0.6  0.5  0.3  0.2
+    #   FP    0    0    1    2    2    3    3    3    -> /4 images
+    #   hit   0    1    2    2    3    3    4    4    -> /4 lesions
+    fp, sens, thr = froc_curve(_hand_froc_set())
+    np.testing.assert_allclose(fp, [0, 0, 0.25, 0.5, 0.5, 0.75, 0.75, 0.75])
+    np.testing.assert_allclose(sens, [0, 0.25, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0])
+    np.testing.assert_allclose(thr, [np.inf, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2])
+
+
+def test_froc_sensitivities_hand_computed() -> None:
+    # From the table above: highest sensitivity with FP/image <= rate; the curve ends at 0.75
+    # FP/image, so rates 1 and 4 take the last point (1.0), no extrapolation.
+    got = froc_sensitivities(_hand_froc_set(), fp_rates=(0.0, 0.1, 0.25, 0.5, 1, 4))
+    assert got == {0.0: 0.25, 0.1: 0.25, 0.25: 0.5, 0.5: 0.75, 1.0: 1.0, 4.0: 1.0}
+    assert list(froc_sensitivities(_hand_froc_set())) == list(FROC_RATES)
+    # Same images, but the image with no candidates counts in FP/image (5 images): 1 FP / 5 = 0.2.
+    more = _hand_froc_set() + [ImageDetections(np.zeros(0), [], 0)]
+    assert froc_sensitivities(more, fp_rates=(0.2,)) == {0.2: 0.5}
+
+
+def test_froc_needs_lesions_and_valid_detections() -> None:
+    no_lesions = [ImageDetections(np.array([0.4]), [frozenset()], 0)]
+    with pytest.raises(ValueError, match="no true lesions"):
+        froc_curve(no_lesions)
+    with pytest.raises(ValueError, match="no true lesions"):
+        froc_sensitivities([])
+    with pytest.raises(ValueError, match="hit sets"):
+        ImageDetections(np.array([0.4, 0.5]), [frozenset()], 1)
+    with pytest.raises(ValueError, match="outside"):
+        ImageDetections(np.array([0.4]), [frozenset({1})], 1)

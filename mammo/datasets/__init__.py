@@ -9,6 +9,7 @@
 
 Kinds: see `LOADERS`. Splits: "train"/"val"/"test" pick rows of the committed
 `splits/<kind>.csv` (tissue-ddsm, mias, mias-roi, cdd-cesm); a CSV path restricts to its rows.
+`folder` and `csv` read the user's own images (see `mammo.datasets.folder`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from mammo.datasets.base import DatasetLoader, Sample, SampleRef
 from mammo.datasets.cdd_cesm import CddCesm
 from mammo.datasets.dicom_folder import DicomFolder
+from mammo.datasets.folder import CsvList, ImageFolder
 from mammo.datasets.glam import GlamExam
 from mammo.datasets.mias import Mias
 from mammo.datasets.mias_roi import MiasROI
@@ -31,6 +33,8 @@ LOADERS: dict[str, type[DatasetLoader]] = {
     "cdd-cesm": CddCesm,
     "glam-exam": GlamExam,
     "dicom-folder": DicomFolder,
+    "folder": ImageFolder,
+    "csv": CsvList,
 }
 
 
@@ -54,9 +58,11 @@ def load_dataset(kind: str, root: str | Path, split: str | Path | None = None) -
 __all__ = [
     "LOADERS",
     "CddCesm",
+    "CsvList",
     "DatasetLoader",
     "DicomFolder",
     "GlamExam",
+    "ImageFolder",
     "Mias",
     "MiasROI",
     "Sample",

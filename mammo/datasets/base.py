@@ -143,6 +143,14 @@ class DatasetLoader:
         """Patient id of each sample, in order (with repeats)."""
         return [ref.patient_id for ref in self._refs]
 
+    def head(self, count: int) -> DatasetLoader:
+        """Keep only the first `count` samples (in place; a prefix keeps the order); returns self."""
+        if count < 1:
+            raise MammoInputError(f"{self.kind}: the number of images to keep must be at least 1, got {count}")
+        self._refs = self._refs[:count]
+        self._index = {ref.image_id: i for i, ref in enumerate(self._refs)}
+        return self
+
     def __len__(self) -> int:
         return len(self._refs)
 
