@@ -31,7 +31,7 @@ from typing import Any
 
 from mammo.datasets import LOADERS
 from mammo.errors import MammoInputError
-from mammo.pipelines.registry import PIPELINES
+from mammo.pipelines.registry import check_name
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,10 @@ class EvalService:
 
 # -- helpers ----------------------------------------------------------------------------------
 def _check_pipeline(pipeline: str) -> None:
-    if pipeline not in PIPELINES:
-        raise MammoInputError(f"unknown pipeline {pipeline!r}; choose one of: {', '.join(PIPELINES)}")
+    try:
+        check_name(pipeline)
+    except KeyError as err:
+        raise MammoInputError(err.args[0]) from err
 
 
 def _check_limit(limit: int | None) -> int | None:

@@ -174,10 +174,12 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
         MammoInputError: bad dataset spec or split, unknown pipeline, or a resume that does not match.
     """
     from eval.scoring import score
-    from mammo.pipelines.registry import PIPELINES
+    from mammo.pipelines.registry import check_name
 
-    if pipeline not in PIPELINES:
-        raise MammoInputError(f"unknown pipeline {pipeline!r}; choose one of: {', '.join(PIPELINES)}")
+    try:
+        check_name(pipeline)
+    except KeyError as err:
+        raise MammoInputError(err.args[0]) from err
     out = Path(out_dir)
     run = {"pipeline": pipeline, "dataset": dataset, "split": split, "limit": limit}
     loader = open_dataset(dataset, split, limit)  # fail on a bad dataset before any model loads

@@ -26,7 +26,8 @@ def _unique_dirs(files: list[Path], out: Path) -> list[Path]:
 
 def cmd_pipelines(_: argparse.Namespace) -> int:
     for name, spec in describe_pipelines().items():
-        print(f"{name:14s} {spec.framework:6s} {spec.description}")
+        variants = f" Variants: {', '.join(f'{name}:{v}' for v in spec.variants)}." if spec.variants else ""
+        print(f"{name:14s} {spec.framework:6s} {spec.description}{variants}")
     return 0
 
 

@@ -105,3 +105,26 @@ def compare_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarra
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, color, thickness)
     return out
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A map float (H, W) in [0, 1] as a JET colour wash over the grey image (H, W) -> uint8 RGB.
+
+    The colour is weighted by the map itself, so zero stays plain grey and only the hot parts show.
+    """
+    grey = to_rgb8(image).astype(np.float32)
+    heat = np.clip(heat, 0, 1).astype(np.float32)
+    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET),
+                          cv2.COLOR_BGR2RGB).astype(np.float32)
+    weight = (alpha * heat)[:, :, None]
+    return np.clip(grey * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], color: tuple[int, int, int] = (40, 120, 255),
+               thickness: int | None = None) -> np.ndarray:
+    """Draw (y0, x0, y1, x1) rectangles on a copy of a uint8 RGB image."""
+    out = rgb.copy()
+    thickness = thickness or max(1, round(max(rgb.shape[:2]) / 400))
+    for y0, x0, y1, x1 in boxes:
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), color, thickness)
+    return out

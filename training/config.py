@@ -12,7 +12,8 @@ import yaml
 
 from mammo.datasets.tissue_ddsm import TISSUE_CLASSES
 
-TASKS = ("tissue", "lesion")
+TASKS = ("tissue", "lesion", "glam")
+GLAM_CLASSES = ("benign", "malignant")
 
 
 @dataclass
@@ -20,7 +21,7 @@ class TrainConfig:
     """Everything a training run depends on. Field names are also the Ray Tune search-space keys."""
 
     name: str = "run"
-    task: str = "tissue"                 # "tissue" (4-class) or "lesion" (binary)
+    task: str = "tissue"                 # "tissue" (4-class), "lesion" (binary) or "glam" (image labels)
     dataset: str = "tissue-ddsm"         # a `mammo.datasets` kind
     data_root: str = "../shared/data/tissue_ddsm"
     split: str = "splits/tissue_ddsm.csv"
@@ -44,6 +45,16 @@ class TrainConfig:
     elastic: bool = False                # elastic transform in the augmentation
     threshold: float = 0.5               # lesion probability threshold for Dice
     init_from: str = ""                  # start from this run's best.pt (fine-tuning); "" = random
+    # GLAM (task "glam"): the model's recipe (see mammo.models.torch_glam.GlamConfig)
+    glam_scheme: str = "joint"           # "joint" (all losses at once) or "sep" (global, then local)
+    glam_global_epochs: int = 0          # "sep": epochs of the global phase before the local one
+    glam_global_width: int = 16          # base width of the ResNet-22-style global network
+    glam_num_patches: int = 6            # K patches chosen from the saliency maps
+    glam_patch_size: list[int] = field(default_factory=lambda: [96, 96])  # (h, w) in input pixels
+    glam_top_t: float = 0.03             # top-t fraction pooled from each saliency map (GLAM: 0.03)
+    glam_local_stride: int = 8           # output stride of the local ResNet-18 (GLAM: 4; 8 is ~3x cheaper)
+    glam_local_stages: int = 3           # 4: the whole ResNet-18; 3: without its last stage (1/4 the size)
+    saliency_l1: float = 1e-4            # weight of the L1 sparsity term on the global saliency
     seed: int = 0
     threads: int = 2
     out_dir: str = "runs"
@@ -56,10 +67,12 @@ class TrainConfig:
             raise ValueError(f"input_size must be [h, w], multiples of 32, got {self.input_size}")
         if self.crop not in ("none", "breast"):
             raise ValueError(f"crop must be 'none' or 'breast', not {self.crop!r}")
+        if self.glam_scheme not in ("joint", "sep"):
+            raise ValueError(f"glam_scheme must be 'joint' or 'sep', not {self.glam_scheme!r}")
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return TISSUE_CLASSES if self.task == "tissue" else ("lesion",)
+        return {"tissue": TISSUE_CLASSES, "glam": GLAM_CLASSES}.get(self.task, ("lesion",))
 
     @property
     def out_channels(self) -> int:
@@ -68,8 +81,8 @@ class TrainConfig:
 
     @property
     def in_channels(self) -> int:
-        """Tissue: the grey image. Lesion: grey image + a constant plane = 1 for CM images."""
-        return 1 if self.task == "tissue" else 2
+        """Tissue, GLAM: the grey image. Lesion: grey image + a constant plane = 1 for CM images."""
+        return 2 if self.task == "lesion" else 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

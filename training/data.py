@@ -27,6 +27,9 @@ class Framed:
     ids: list[str]
     image_types: list[str]
 
+    def __len__(self) -> int:
+        return len(self.ids)
+
 
 def tissue_labels(sample: Sample) -> np.ndarray:
     """uint8 (H, W): 0 background, 1 adipose, 2 fibroglandular, 3 pectoral."""

@@ -20,9 +20,12 @@ from mammo.weights import REPO_ROOT, load_manifest, manifest_path, parse_entry, 
 from training.config import TrainConfig, load_config
 
 DATA_NAMES = {"tissue-ddsm": "tissue-ddsm (60 DDSM MLO films, Tiryaki & Kaplanoglu 2022)",
-              "cdd-cesm": "CDD-CESM (TCIA), DM and CM images"}
+              "cdd-cesm": "CDD-CESM (TCIA), DM and CM images",
+              "mias": "mini-MIAS (322 MLO films), image labels only: benign = any B finding, "
+                      "malignant = any M finding, normal = 0/0; the lesion circles are not used"}
 LICENCES = {"tissue-ddsm": "GPL-3.0 (trained on GPLv3 data)",
-            "cdd-cesm": "research use; trained on TCIA data (TCIA data usage policy)"}
+            "cdd-cesm": "research use; trained on TCIA data (TCIA data usage policy)",
+            "mias": "research use; trained on mini-MIAS (cite the MIAS database)"}
 
 
 def _rounded_state(state: dict, fp16: bool) -> dict:
@@ -48,37 +51,35 @@ def export_run(run_dir: Path, name: str, pipeline: str, tolerance: float = 0.002
     from safetensors.torch import save_file
 
     from mammo.models.frameworks import import_torch
-    from training.data import load_split
-    from training.engine import validate
+    from training.tasks import get_task
 
     torch = import_torch()
-    from mammo.models.torch_aca_resunet import create_model
-
     config: TrainConfig = load_config(run_dir / "config.yaml")
+    task = get_task(config)
     best = torch.load(run_dir / "best.pt", weights_only=False)
     classes = list(config.classes)
-    model = create_model(config.arch, config.encoder, config.in_channels, config.out_channels)
-    val = val if val is not None else load_split(config, "val")
+    model = task.build_model()
+    val = val if val is not None else task.load_data()[1]
     scores = {}
     for fp16 in (False, True):
         model.load_state_dict({k: v.float() for k, v in _rounded_state(best["model"], fp16).items()})
-        scores[fp16] = validate(model, val, config)
+        scores[fp16] = task.validate(model, val)
     use_fp16 = scores[False]["score"] - scores[True]["score"] <= tolerance
     chosen = scores[use_fp16]
     target = (weights_dir or REPO_ROOT / "weights") / f"{name}.safetensors"
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    metadata = {"arch": config.arch, "encoder": config.encoder, "in_channels": str(config.in_channels),
-                "classes": json.dumps(classes), "config": json.dumps(config.to_dict()),
+    metadata = {**task.metadata(), "config": json.dumps(config.to_dict()),
                 "dtype": "float16" if use_fp16 else "float32"}
     save_file(_rounded_state(best["model"], use_fp16), str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)  # a file others clone and read
     os.replace(tmp, target)
-    metrics = {f"val_{k}": round(float(v), 4) for k, v in chosen.items() if k.startswith(("dice", "iou", "score"))}
+    metrics = {f"val_{k}": round(float(v), 4) for k, v in chosen.items() if k.startswith(task.metric_prefixes)}
     metrics["val_score_fp32"] = round(float(scores[False]["score"]), 4)
     metrics["epoch"] = int(best["epoch"])
     entry = {
         "name": name, "pipeline": pipeline, "framework": "torch",
-        "architecture": f"{config.arch}/{config.encoder}",
+        "architecture": task.architecture(),
         "file": f"weights/{target.name}", "sha256": sha256_file(target), "size_bytes": target.stat().st_size,
         "hub": {"repo_id": hub_repo, "filename": target.name, "revision": None},
         "input_size": list(config.input_size), "classes": classes,

@@ -20,6 +20,7 @@ class PipelineSpec:
     builder: str  # "package.module:function"
     description: str
     framework: str  # "numpy", "torch" or "keras"
+    variants: tuple[str, ...] = ()  # "NAME:VARIANT" passes VARIANT to the builder; first = default
 
 
 PIPELINES: dict[str, PipelineSpec] = {
@@ -33,6 +34,14 @@ PIPELINES: dict[str, PipelineSpec] = {
         "ACA-Atrous-ResUNet: tissue map (adipose/fibroglandular/pectoral), then lesion mask inside "
         "the fibroglandular region.",
         "torch",
+        ("breast", "fgt"),
+    ),
+    "glam": PipelineSpec(
+        "mammo.pipelines.glam:build",
+        "GLAM (weakly supervised): benign/malignant scores, saliency maps and the patch map, trained "
+        "from image labels only.",
+        "torch",
+        ("sep", "joint"),
     ),
 }
 
@@ -49,19 +58,33 @@ def describe_pipelines() -> dict[str, PipelineSpec]:
     return dict(PIPELINES)
 
 
+def check_name(name: str) -> tuple[str, str]:
+    """"NAME" or "NAME:VARIANT" -> (name, variant or ""); KeyError naming the valid choices."""
+    base, _, variant = name.partition(":")
+    if base not in PIPELINES:
+        raise KeyError(f"unknown pipeline {base!r}; choose one of: {', '.join(PIPELINES)}")
+    variants = PIPELINES[base].variants
+    if variant and variant not in variants:
+        choices = ", ".join(f"{base}:{v}" for v in variants) or f"none ({base} has no variants)"
+        raise KeyError(f"unknown variant {name!r}; variants: {choices}")
+    return base, variant
+
+
 def get_pipeline(name: str, cache: bool = True) -> Pipeline:
     """Build (once per process when `cache`) and return the pipeline called `name`.
+
+    `name` is a registered name, or "NAME:VARIANT" for one of its `variants` (e.g. "glam:joint"
+    for the GLAM weights trained jointly, "cascade:fgt" for the fibroglandular-box region).
 
     Raises:
         KeyError: `name` is not registered; the message lists the valid names.
     """
-    if name not in PIPELINES:
-        raise KeyError(f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}")
+    base, variant = check_name(name)
     if cache and name in _LOADED:
         return _LOADED[name]
-    module_name, func_name = PIPELINES[name].builder.split(":")
+    module_name, func_name = PIPELINES[base].builder.split(":")
     builder = getattr(importlib.import_module(module_name), func_name)
-    pipeline = builder()
+    pipeline = builder(variant) if variant else builder()
     if cache:
         _LOADED[name] = pipeline
     return pipeline

@@ -1,0 +1,3 @@
+from mammo.glam.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The segmentation task of the training engine: cascade stage 1 (tissue) and stage 2 (lesion)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mammo.metrics import SegmentationMeter
+from mammo.models.frameworks import import_torch
+from training.config import TrainConfig
+from training.data import Framed, build_augment, load_split
+
+torch = import_torch()
+from torch.utils.data import DataLoader, Dataset  # noqa: E402  (after the framework guard)
+
+from mammo.models.torch_aca_resunet import create_model  # noqa: E402
+
+
+class AugmentedSet(Dataset):
+    """Framed arrays with augmentation of the grey plane and its labels (other planes are constant)."""
+
+    def __init__(self, data: Framed, augment=None):
+        self.data, self.augment = data, augment
+
+    def __len__(self) -> int:
+        return len(self.data.ids)
+
+    def __getitem__(self, i: int):
+        x, y = self.data.x[i].copy(), self.data.y[i]
+        if self.augment is not None:
+            out = self.augment(image=x[0], mask=y)
+            x[0], y = np.clip(out["image"], 0, 1), out["mask"]
+        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y)).long()
+
+
+def make_loss(config: TrainConfig) -> Callable[[Any, Any], Any]:
+    """config.dice_weight * Dice loss + config.ce_weight * (cross-entropy | BCE), from smp.losses."""
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    if config.task == "tissue":
+        dice, ce = DiceLoss("multiclass"), torch.nn.CrossEntropyLoss()
+        return lambda logits, y: config.dice_weight * dice(logits, y) + config.ce_weight * ce(logits, y)
+    dice, bce = DiceLoss("binary"), torch.nn.BCEWithLogitsLoss()
+
+    def lesion_loss(logits, y):
+        target = y.unsqueeze(1).float()
+        return config.dice_weight * dice(logits, target) + config.ce_weight * bce(logits, target)
+
+    return lesion_loss
+
+
+def predict_labels(model, x: np.ndarray, config: TrainConfig, batch: int = 8) -> np.ndarray:
+    """uint8 (N, h, w) label maps (tissue: argmax; lesion: probability > threshold)."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            logits = model(torch.from_numpy(x[i:i + batch]))
+            if config.task == "tissue":
+                out.append(logits.argmax(1).to(torch.uint8).numpy())
+            else:
+                out.append((torch.sigmoid(logits[:, 0]) > config.threshold).to(torch.uint8).numpy())
+    return np.concatenate(out)
+
+
+def validate(model, data: Framed, config: TrainConfig) -> dict[str, float]:
+    """Per-image Dice/IoU per class at model resolution; "score" is the model-selection number."""
+    pred = predict_labels(model, data.x, config)
+    meter = SegmentationMeter()
+    names = {n: v for v, n in enumerate(config.classes)} if config.task == "tissue" else {"lesion": 1}
+    for p, t, kind in zip(pred, data.y, data.image_types):
+        for name, value in names.items():
+            meter.add(name, p == value, t == value)
+            if config.task == "lesion":
+                meter.add(f"lesion_{kind}", p == value, t == value)
+    summary = meter.summary()
+    metrics = {f"dice_{k}": v["dice"] for k, v in summary.items()}
+    metrics.update({f"iou_{k}": v["iou"] for k, v in summary.items()})
+    scored = ["adipose", "fibroglandular", "pectoral"] if config.task == "tissue" else ["lesion"]
+    metrics["score"] = meter.mean_dice(scored)
+    return metrics
+
+
+class SegmentationTask:
+    """What the engine needs for the ACA-Atrous-ResUNet stages (see `training.tasks.Task`)."""
+
+    metric_prefixes = ("dice", "iou", "score")
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.loss_fn = make_loss(config)
+
+    def load_data(self) -> tuple[Framed, Framed]:
+        return load_split(self.config, "train"), load_split(self.config, "val")
+
+    def build_model(self):
+        c = self.config
+        return create_model(c.arch, c.encoder, c.in_channels, c.out_channels)
+
+    def loader(self, train: Framed) -> DataLoader:
+        c = self.config
+        return DataLoader(AugmentedSet(train, build_augment(c)), batch_size=c.batch_size, shuffle=True,
+                          drop_last=len(train.ids) > c.batch_size, num_workers=0)
+
+    def loss(self, model, batch, epoch: int):
+        x, y = batch
+        loss = self.loss_fn(model(x), y)
+        if self.config.l1_lambda > 0:
+            loss = loss + self.config.l1_lambda * sum(p.abs().sum() for p in model.parameters())
+        return loss
+
+    def validate(self, model, val: Framed) -> dict[str, float]:
+        return validate(model, val, self.config)
+
+    def log_images(self, writer, model, data: Framed, epoch: int) -> None:
+        n = min(self.config.val_overlays, len(data.ids))
+        if n == 0:
+            return
+        pred = predict_labels(model, data.x[:n], self.config)
+        scale = 255 // max(1, len(self.config.classes))
+        for i in range(n):
+            grey = (data.x[i, 0] * 255).astype(np.uint8)
+            panel = np.concatenate([grey, data.y[i] * scale, pred[i] * scale], axis=1)
+            writer.add_image(f"val/{data.ids[i]}", panel[None], epoch)
+
+    def metadata(self) -> dict[str, str]:
+        """The recipe stored in the safetensors header (read by `TorchSegmenter`)."""
+        import json
+
+        c = self.config
+        return {"arch": c.arch, "encoder": c.encoder, "in_channels": str(c.in_channels),
+                "classes": json.dumps(list(c.classes))}
+
+    def architecture(self) -> str:
+        return f"{self.config.arch}/{self.config.encoder}"
