@@ -3,9 +3,13 @@
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -euo pipefail -c
-.PHONY: demo test weights splits
+.PHONY: demo demo-cli test weights splits
 
 demo:
+	@py=$$(scripts/venv.sh)
+	$$py app.py $(DEMO_ARGS)
+
+demo-cli:
 	@py=$$(scripts/venv.sh)
 	$$py -m mammo predict --pipeline cascade --examples --out demo_out
 

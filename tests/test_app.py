@@ -1,0 +1,332 @@
+"""Tests for the demo: `mammo.demo` (the logic, in-process) and `app.py` (a live server).
+
+The server tests start `python app.py --host 127.0.0.1 --port N` as a subprocess (the real start-up
+path: flags, queue, launch options) with GRADIO_TEMP_DIR and the eval jobs folder in tmp, and talk
+to it with `gradio_client`. `tests/test_app_browser.py` reuses the `app_server` fixture.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.table import columns
+from mammo import demo
+from mammo.errors import MammoInputError
+from mammo.io import ImageMeta, read_image
+from mammo.pipelines.base import PatchBox, Result
+from tests.dicom_factory import mammogram_pixels, png_claiming_size, text_file, truncated_copy
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+START_TIMEOUT_S = 180  # a 2-core machine that is also training: importing gradio alone takes seconds
+HUGE_MESSAGE = r"huge\.png.: it is (too large|.*megapixels)"  # Pillow's or mammo's own pixel limit
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def write_png16(path: Path, shape: tuple[int, int] = (300, 200)) -> Path:
+    """A small 16-bit PNG mammogram (12 bits used)."""
+    Image.fromarray(mammogram_pixels(shape, bits=12).astype(np.uint16)).save(path)
+    return path
+
+
+# -- mammo.demo, in-process --------------------------------------------------------------------
+def test_menu_lists_every_pipeline_and_variant() -> None:
+    choices = {c.name: c for c in demo.pipeline_choices()}
+    assert {"breast", "cascade", "cascade:fgt", "glam", "glam:joint"} <= set(choices)
+    assert choices["breast"].available and choices["breast"].reason == ""
+    assert all(c.description for c in choices.values())
+    assert ("glam:joint (unavailable)", "glam:joint") in demo.menu_items(list(choices.values())) \
+        or choices["glam:joint"].available
+
+
+def test_missing_weights_listed_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No weights anywhere: listed as unavailable with the reason; running one says the same."""
+    monkeypatch.setenv("MAMMO_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hub cache
+    choices = {c.name: c for c in demo.pipeline_choices()}
+    assert not choices["cascade"].available
+    assert "weights 'cascade-tissue' not found" in choices["cascade"].reason
+    table = demo.pipelines_markdown(list(choices.values()))
+    assert "unavailable: weights 'cascade-tissue' not found" in table
+    assert choices["breast"].available
+    with pytest.raises(MammoInputError, match="Pipeline 'cascade' is unavailable: weights"):
+        demo.run_pipeline("cascade", np.zeros((8, 8), np.float32), ImageMeta(), "x.png")
+
+
+def test_manifest_without_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("entries: []\n")
+    monkeypatch.setenv("MAMMO_WEIGHTS_MANIFEST", str(manifest))
+    assert demo.availability("glam:joint") == (False, "the weights manifest has no weights for 'glam' yet")
+
+
+def test_variant_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glam -> glam-sep only; a missing glam-joint makes glam:joint alone unavailable."""
+    from dataclasses import replace
+
+    from mammo.weights import load_manifest
+
+    entries = load_manifest()
+    entries.pop("glam-joint", None)
+    entries["glam-sep"] = replace(entries["cascade-tissue"], name="glam-sep", pipeline="glam")
+    assert demo.required_weights("glam", entries) == ["glam-sep"]
+    assert demo.required_weights("cascade:fgt", entries) == ["cascade-tissue", "cascade-lesion"]
+    assert demo.availability("glam", entries) == (True, "")
+    reason = "the weights manifest has no entry 'glam-joint' yet"
+    assert demo.availability("glam:joint", entries) == (False, reason)
+
+
+def test_breast_prediction_and_downloads(tmp_path: Path) -> None:
+    source = write_png16(tmp_path / "case_L_CC.png")
+    pred = demo.predict_file(source, "breast")
+    files = {p.name: p for p in demo.write_downloads(pred, tmp_path / "out")}
+    assert {"mask_breast.png", "overlay.png", "scores.json", "predictions.csv"} <= set(files)
+    assert cv2.imread(str(files["mask_breast.png"]), cv2.IMREAD_GRAYSCALE).shape == (300, 200)
+    with open(files["predictions.csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and list(rows[0]) == columns(rows)  # the `python -m eval` header
+    assert rows[0]["image_index"] == "case_L_CC" and rows[0]["pipeline"] == "breast"
+    assert (rows[0]["laterality"], rows[0]["view"], rows[0]["error"]) == ("L", "CC", "")
+    info = demo.details(pred)
+    assert info["image"]["shape"] == [300, 200] and info["scores"] == {}
+    assert "breast** on `case_L_CC.png`: 200x300 png, L CC" in demo.summary(pred)
+    assert demo.patch_view(pred) is None and demo.map_views(pred) == []
+
+
+def test_views_of_a_large_result_are_downscaled() -> None:
+    """A 3000x2000 result with every kind of output: pictures for the page are <= 1024 px."""
+    h, w = 3000, 2000
+    image = np.random.default_rng(0).random((h, w), dtype=np.float32)
+    masks = {name: np.zeros((h, w), bool) for name in ("breast", "adipose", "lesion")}
+    masks["lesion"][1000:1200, 500:700] = True
+    result = Result(masks=masks, probabilities={"lesion": masks["lesion"].astype(np.float32)},
+                    saliency={"malignant": np.full((h, w), 0.5, np.float32)},
+                    patches=[PatchBox(100, 100, 400, 400, 0.9)], scores={"benign": 0.2, "malignant": 0.7})
+    pred = demo.Prediction("fake", image, ImageMeta(), result, "big.png", {"read": 0, "load": 0, "run": 0})
+    assert list(demo.view_masks(result)) == ["adipose", "lesion"]  # breast would hide the tissues
+    assert demo.overlay_view(pred).shape == (1024, 683, 3)
+    assert [(v.shape, caption) for v, caption in demo.map_views(pred)] == [
+        ((1024, 683, 3), "probability: lesion (max 1.00)"),
+        ((1024, 683, 3), "saliency: malignant (max 0.50)")]
+    patch_map = demo.patch_view(pred)
+    assert patch_map is not None and patch_map.shape == (1024, 683, 3)
+    assert tuple(patch_map[34, 60]) == (40, 120, 255)  # the box's top edge at 100 * 1024/3000
+    assert demo.score_rows(pred) == [{"class": "benign", "score": 0.2}, {"class": "malignant", "score": 0.7}]
+    assert demo.prediction_row(pred)["malignant_pred"] == "0.700000"
+
+
+def test_bad_inputs_give_the_reader_message(tmp_path: Path, cbis_dicoms: list[Path]) -> None:
+    cases = {text_file(tmp_path / "notes.png"): "not an image file",
+             truncated_copy(cbis_dicoms[0], tmp_path / "cut.dcm"): "DICOM file is truncated",
+             png_claiming_size(tmp_path / "huge.png", 20000, 10000): HUGE_MESSAGE}
+    for path, message in cases.items():
+        with pytest.raises(MammoInputError, match=message) as err:
+            demo.predict_file(path, "breast")
+        assert str(tmp_path) not in str(err.value) and path.name in str(err.value)
+    with pytest.raises(MammoInputError, match="upload a mammogram"):
+        demo.predict_file(None, "breast")
+
+
+def test_request_dirs_are_pruned(tmp_path: Path) -> None:
+    old = demo.request_dir(tmp_path)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    new = demo.request_dir(tmp_path)
+    assert new.is_dir() and not old.exists()
+
+
+def test_importing_app_does_not_import_frameworks(tmp_path: Path) -> None:
+    env = {**os.environ, **OFFLINE_ENV, "MAMMO_EVAL_JOBS_DIR": str(tmp_path / "jobs")}
+    code = "import app, sys; print([m for m in ('torch', 'tensorflow') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=START_TIMEOUT_S, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- the live server ---------------------------------------------------------------------------
+@dataclass
+class AppServer:
+    url: str
+    start_seconds: float  # `python app.py` to the page answering 200
+    temp_dir: Path  # GRADIO_TEMP_DIR of the server
+    downloads: Path  # where the client puts files
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """`python app.py` on a free port of 127.0.0.1, until the module's tests are done."""
+    base = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = {**os.environ, **OFFLINE_ENV, "GRADIO_TEMP_DIR": str(base / "gradio"),
+           "MAMMO_EVAL_JOBS_DIR": str(base / "jobs")}
+    log = base / "server.log"
+    with open(log, "w") as handle:
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while not _answers(url):
+            assert proc.poll() is None, f"app.py exited with {proc.returncode}:\n{log.read_text()}"
+            waited = time.monotonic() - start
+            assert waited < START_TIMEOUT_S, f"no answer in {START_TIMEOUT_S} s:\n{log.read_text()}"
+            time.sleep(0.2)
+        server = AppServer(url, time.monotonic() - start, base / "gradio", base / "downloads")
+        print(f"\napp.py answered in {server.start_seconds:.1f} s")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def client(app_server: AppServer) -> Any:
+    from gradio_client import Client
+
+    return Client(app_server.url, verbose=False, download_files=app_server.downloads, analytics_enabled=False)
+
+
+def test_endpoints(client: Any) -> None:
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/predict", "/compare", "/eval_submit_zip", "/eval_submit_dataset", "/eval_status",
+            "/eval_result", "/eval_bundle"} <= set(api)
+    assert [p["parameter_name"] for p in api["/predict"]["parameters"]] == ["file", "pipeline_name"]
+    assert len(api["/predict"]["returns"]) == 7
+
+
+@pytest.mark.timeout(600)
+def test_predict_cascade_on_real_dicom(client: Any, app_server: AppServer, cbis_dicoms: list[Path]) -> None:
+    from gradio_client import handle_file
+
+    dicom = cbis_dicoms[0]
+    start = time.monotonic()
+    overlay, patch_map, maps, bars, info, files, summary = client.predict(
+        handle_file(dicom), "cascade", api_name="/predict")
+    print(f"\n/predict cascade on {dicom.name}: {time.monotonic() - start:.1f} s (first call: builds the "
+          f"pipeline); server side {info['seconds']}")
+    shape = read_image(dicom)[0].shape
+    files = {Path(f).name: Path(f) for f in files}
+    masks = {name: cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for name, path in files.items()
+             if name.startswith("mask_")}
+    classes = ("adipose", "fibroglandular", "pectoral", "breast", "lesion")
+    assert set(masks) == {f"mask_{c}.png" for c in classes}
+    assert all(mask.shape == shape and set(np.unique(mask)) <= {0, 255} for mask in masks.values())
+    assert masks["mask_breast.png"].any()
+    assert info["image"]["shape"] == list(shape) and info["image"]["format"] == "dicom"
+    assert info["image"]["laterality"] in ("L", "R") and info["image"]["photometric"].startswith("MONOCHROME")
+    assert all(0.0 <= v <= 1.0 for v in info["scores"].values())
+    assert all(0.0 <= v <= 1.0 for v in info["mask_fraction"].values())
+    assert bars["columns"] == ["class", "score"] and "**cascade** on `" in summary
+    assert patch_map is None
+    assert Path(overlay).suffix == ".png" and max(cv2.imread(overlay).shape[:2]) <= demo.DISPLAY_SIDE
+    assert [m["caption"] for m in maps][-1].startswith("probability: lesion (max ")
+    assert all(Path(m["image"]).suffix == ".png" for m in maps)
+    with open(files["predictions.csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["pipeline"] == "cascade" and rows[0]["image_index"] == dicom.stem
+    assert list(rows[0]) == columns(rows)
+    # The per-request folder is under GRADIO_TEMP_DIR.
+    assert list((app_server.temp_dir / "mammo-demo").glob("req-*/mask_lesion.png"))
+
+
+@pytest.mark.timeout(600)
+def test_predict_glam_scores(client: Any, cbis_dicoms: list[Path]) -> None:
+    """GLAM's benign/malignant scores reach the client in [0, 1] with the saliency maps and patch map."""
+    from gradio_client import handle_file
+
+    available, reason = demo.availability("glam")
+    if not available:
+        message = f"glam is unavailable here: {reason}"
+        if _ci():
+            pytest.fail(message + "; CI=true requires the bundled glam weights")
+        pytest.skip(message)
+    _, patch_map, maps, bars, info, _, _ = client.predict(handle_file(cbis_dicoms[4]), "glam",
+                                                          api_name="/predict")
+    assert set(info["scores"]) == {"benign", "malignant"}
+    assert all(0.0 <= v <= 1.0 for v in info["scores"].values())
+    assert [row[0] for row in bars["data"]] == ["benign", "malignant"]
+    assert {m["caption"].split(" (")[0] for m in maps} >= {"saliency: benign", "saliency: malignant"}
+    assert patch_map is not None and info["patches"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_bad_files_show_the_message_and_server_keeps_serving(client: Any, tmp_path: Path,
+                                                            cbis_dicoms: list[Path]) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = {text_file(tmp_path / "notes.txt"): "notes.txt': it is not an image file",
+           truncated_copy(cbis_dicoms[0], tmp_path / "cut.dcm"): "cut.dcm': the DICOM file is truncated",
+           png_claiming_size(tmp_path / "huge.png", 20000, 10000): HUGE_MESSAGE}
+    for path, message in bad.items():
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(path), "breast", api_name="/predict")
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict(handle_file(path), "nope", api_name="/predict")
+    good = write_png16(tmp_path / "small.png")
+    info = client.predict(handle_file(good), "breast", api_name="/predict")[4]
+    assert info["image"]["shape"] == [300, 200]
+
+
+@pytest.mark.timeout(300)
+def test_concurrent_requests_are_queued(client: Any, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    image = handle_file(write_png16(tmp_path / "small.png"))
+    jobs = [client.submit(image, "breast", api_name="/predict") for _ in range(3)]
+    assert [job.result(timeout=240)[4]["image"]["shape"] for job in jobs] == [[300, 200]] * 3
+
+
+@pytest.mark.timeout(600)
+def test_compare(client: Any, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    names = ["breast", "cascade"] + [n for n in ("glam",) if not demo.availability(n)[0]]
+    overlays, maps, table, files = client.predict(handle_file(write_png16(tmp_path / "small.png")), names,
+                                                  api_name="/compare")
+    assert [o["caption"] for o in overlays] == ["breast", "cascade"]
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert set(rows) == set(names) and rows["breast"]["error"] == ""
+    if "glam" in rows:  # listed with the reason, the others still ran
+        assert "unavailable" in rows["glam"]["error"]
+    assert any(m["caption"].startswith("cascade probability: lesion") for m in maps)
+    csv_path = next(Path(f) for f in files if Path(f).name == "predictions.csv")
+    with open(csv_path, newline="") as handle:
+        assert [row["pipeline"] for row in csv.DictReader(handle)] == ["breast", "cascade"]
