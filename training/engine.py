@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,22 @@ from training.tasks import get_task
 torch = import_torch()
 
 Report = Callable[[int, dict[str, float]], None]
+
+
+class Distributed(Protocol):
+    """Hooks for data-parallel training (`training.distributed`); None means one process.
+
+    Every rank runs the same loop; only the chief (rank 0) validates, writes files and reports
+    full metrics, the others report their epoch loss only.
+    """
+
+    is_chief: bool
+
+    def wrap_model(self, model: Any) -> Any: ...          # e.g. DistributedDataParallel(model)
+    def wrap_loader(self, loader: Any) -> Any: ...        # this rank's shard of the batches
+    def set_epoch(self, epoch: int) -> None: ...          # reshuffles the shards each epoch
+    def mean_loss(self, losses: list[float]) -> float: ...  # averaged over all ranks
+    def host(self, model: Any) -> Any: ...                # the model on the CPU, to validate/save
 
 
 def _seed_everything(seed: int) -> None:
@@ -45,7 +61,7 @@ def _state(model, opt, sched, epoch: int, best: float, history: list) -> dict:
 
 
 def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resume: bool = False,
-          data: tuple[Any, Any] | None = None) -> dict[str, Any]:
+          data: tuple[Any, Any] | None = None, dist: Distributed | None = None) -> dict[str, Any]:
     """Train one model as configured; returns the contents of metrics.json.
 
     Args:
@@ -55,8 +71,8 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
             by Ray Tune.
         data: (train, val) as the task's `load_data` returns them (tests and sweeps reuse them);
             read when None.
+        dist: data-parallel hooks (`training.distributed`); None trains in this process alone.
     """
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +80,9 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
     torch.set_num_threads(config.threads)
     _seed_everything(config.seed)
     task = get_task(config)
+    # After the task: tensorboard loads tensorflow when installed, and smp/timm (imported by the
+    # task) must come first or the process refuses them (mammo.models.frameworks).
+    from torch.utils.tensorboard import SummaryWriter
     train_data, val_data = data or task.load_data()
     model = task.build_model()
     if config.init_from and not resume:
@@ -81,20 +100,30 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
     loader, writer = task.loader(train_data), SummaryWriter(str(run_dir / "tb"))
+    net = model if dist is None else dist.wrap_model(model)
+    loader = loader if dist is None else dist.wrap_loader(loader)
     for epoch in range(start, config.epochs):
-        model.train()
+        if dist is not None:
+            dist.set_epoch(epoch)
+        net.train()
         t0, losses = time.perf_counter(), []
         bar = tqdm(loader, desc=f"{config.name} epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
         for step, batch in enumerate(bar):
-            loss = task.loss(model, batch, epoch)
+            loss = task.loss(net, batch, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step(epoch + (step + 1) / len(loader))
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        metrics = task.validate(model, val_data)
-        metrics.update(loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
+        mean_loss = float(np.mean(losses)) if dist is None else dist.mean_loss(losses)
+        if dist is not None and not dist.is_chief:  # the chief alone validates, saves and logs
+            if report is not None:
+                report(epoch, {"loss": mean_loss, "epoch": epoch})
+            continue
+        host = model if dist is None else dist.host(model)
+        metrics = task.validate(host, val_data)
+        metrics.update(loss=mean_loss, lr=opt.param_groups[0]["lr"],
                        seconds=time.perf_counter() - t0, epoch=epoch)
         history.append(metrics)
         for key, value in metrics.items():
@@ -102,9 +131,9 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
                               epoch)
         if metrics["score"] > best:
             best = metrics["score"]
-            _save_atomic({"model": model.state_dict(), "epoch": epoch, "metrics": metrics}, run_dir / "best.pt")
-            task.log_images(writer, model, val_data, epoch)
-        _save_atomic(_state(model, opt, sched, epoch, best, history), run_dir / "last.pt")
+            _save_atomic({"model": host.state_dict(), "epoch": epoch, "metrics": metrics}, run_dir / "best.pt")
+            task.log_images(writer, host, val_data, epoch)
+        _save_atomic(_state(host, opt, sched, epoch, best, history), run_dir / "last.pt")
         tqdm.write(f"{config.name} epoch {epoch + 1}: loss {metrics['loss']:.4f} val score "
                    f"{metrics['score']:.4f} (best {best:.4f}) {metrics['seconds']:.0f} s")
         if report is not None:

@@ -1,4 +1,8 @@
-"""`python -m training.train --config FILE [key=value ...] [--resume RUN_DIR]`."""
+"""`python -m training.train --config FILE [key=value ...] [--resume RUN_DIR] [--workers K [--gpus]]`.
+
+With `--workers K` the run is data-parallel on K Ray Train workers (`training.distributed`; a local
+Ray is started unless RAY_ADDRESS names a cluster); the run folder is the same as without.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
     parser.add_argument("--config", help="training YAML (see training/configs/)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    parser.add_argument("--workers", type=int, default=0, metavar="K",
+                        help="train on K Ray Train workers (DistributedDataParallel); batch_size is global")
+    parser.add_argument("--gpus", action="store_true", help="with --workers: one GPU per worker (nccl)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config's fields")
     args = parser.parse_args(argv)
     if args.resume:
@@ -30,12 +37,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         parser.error("give --config FILE or --resume RUN_DIR")
+    if args.gpus and not args.workers:
+        parser.error("--gpus needs --workers K")
     from training.engine import train  # imports torch: after argument errors are reported
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:  # export copies this into the manifest: the exact command that made the run
         (run_dir / "command.txt").write_text(" ".join(["python -m training.train", *sys.argv[1:]]) + "\n")
-    result = train(config, run_dir, resume=bool(args.resume))
+    if args.workers:
+        from training.distributed import fit
+
+        result = fit(config, run_dir, args.workers, use_gpu=args.gpus,
+                     resume_from=run_dir if args.resume else None)
+    else:
+        result = train(config, run_dir, resume=bool(args.resume))
     print(f"best validation score {result['val'].get('score', float('nan')):.4f} at epoch "
           f"{result['best_epoch']}; run folder {run_dir}")
     return 0
