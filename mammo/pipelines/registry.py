@@ -43,6 +43,11 @@ PIPELINES: dict[str, PipelineSpec] = {
         "torch",
         ("sep", "joint"),
     ),
+    "cesm-unet": PipelineSpec(
+        "mammo.pipelines.cesm_unet:build",
+        "Config-driven Keras UNet of the CDD-CESM tool: lesion mask (DM and CM images).",
+        "keras",
+    ),
 }
 
 _LOADED: dict[str, Pipeline] = {}
