@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from mammo.datasets.glam import view_labels
 from mammo.errors import MammoInputError
 from mammo.glam.centers import MODEL_INPUT, add_optimal_centers, paste_window
 from mammo.glam.cropping import crop_exam_list, flip_for_model
-from mammo.glam.exam_list import image_fields, iter_image_slots, read_exam_list, write_exam_list
+from mammo.glam.exam_list import SEG_CLASSES, image_fields, iter_image_slots, read_exam_list, write_exam_list
 from mammo.glam.visualize import five_panels
 
 EXAM_LIST_NAMES = ("exam_list_before_cropping.pkl", "exam_list_before_cropping.json",
                    "exam_list_before_cropping.csv")
 PREDICTION_COLUMNS = ("image_index", "benign_pred", "malignant_pred", "benign_label", "malignant_label")
-SEG_CLASSES = ("benign", "malignant")
 
 
 def find_exam_list(input_folder: Path) -> Path:
@@ -47,14 +47,6 @@ def find_exam_list(input_folder: Path) -> Path:
             return input_folder / name
     raise MammoInputError(f"{input_folder} holds no exam list ({', '.join(EXAM_LIST_NAMES)}); "
                           "pass --exam-list")
-
-
-def side_labels(exam: dict[str, Any], view: str) -> dict[str, int | None]:
-    """The exam's `cancer_label` for this view's side: left_benign/left_malignant for L views."""
-    side = "left" if view.startswith("L") else "right"
-    labels = exam.get("cancer_label") or {}
-    return {name: labels.get(f"{side}_{name}") if labels.get(f"{side}_{name}") in (0, 1) else None
-            for name in SEG_CLASSES}
 
 
 def read_truth(exam: dict[str, Any], view: str, j: int, folder: Path | None,
@@ -135,7 +127,7 @@ def predict_exams(exams: list[dict[str, Any]], cropped: Path, output: Path, pipe
         image, meta = read_image(find_image_file(cropped, name))
         flipped = np.ascontiguousarray(flip_for_model(image, view, exam.get("horizontal_flip", "NO")))
         result = pipeline.run(flipped, meta)
-        labels = side_labels(exam, view)
+        labels = view_labels(exam.get("cancer_label") or {}, view)
         rows.append({"image_index": name, "benign_pred": _cell(result.scores["benign"]),
                      "malignant_pred": _cell(result.scores["malignant"]),
                      "benign_label": _cell(labels["benign"]), "malignant_label": _cell(labels["malignant"])})
