@@ -28,8 +28,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".dc
 
 
 @dataclass
-class Framed:
-    """x float32 (N, h, w, C) in [0, 1]; y float32 (N, h, w, 1) in {0, 1}; ids; "DM"/"CM" types."""
+class KerasFramed:
+    """x float32 (N, h, w, C) in [0, 1]; y float32 (N, h, w, 1) in {0, 1}; ids; "DM"/"CM" types.
+
+    Channels last, as Keras wants them; `training.data.Framed` is the channels-first twin for torch.
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -76,14 +79,14 @@ def _frame_one(image: np.ndarray, mask: np.ndarray, kind: str, config: dict) -> 
     return x, frame_mask(mask.astype(np.uint8), framing).astype(np.float32)[..., None]
 
 
-def _stack(items: list[tuple[np.ndarray, np.ndarray, str, str]], where: str) -> Framed:
+def _stack(items: list[tuple[np.ndarray, np.ndarray, str, str]], where: str) -> KerasFramed:
     if not items:
         raise ValueError(f"{where}: no image with a mask found")
     xs, ys, ids, types = zip(*items)
-    return Framed(np.stack(xs), np.stack(ys), list(ids), list(types))
+    return KerasFramed(np.stack(xs), np.stack(ys), list(ids), list(types))
 
 
-def load_folder(section: dict[str, Any], config: dict) -> Framed:
+def load_folder(section: dict[str, Any], config: dict) -> KerasFramed:
     """Images of `images_dir` with same-stem masks in `masks_dir` (images without one are skipped)."""
     masks_dir = Path(section["masks_dir"])
     items = []
@@ -98,7 +101,7 @@ def load_folder(section: dict[str, Any], config: dict) -> Framed:
     return _stack(items, f"{section['images_dir']} + {masks_dir}")
 
 
-def load_split(section: dict[str, Any], config: dict) -> Framed:
+def load_split(section: dict[str, Any], config: dict) -> KerasFramed:
     """The `split` part of `dataset` (a mammo data set kind) under `split_csv`."""
     from mammo.datasets import load_dataset
 
@@ -118,8 +121,8 @@ def load_split(section: dict[str, Any], config: dict) -> Framed:
 
 
 def load_section(section: dict[str, Any], config: dict, cache_dir: Path | None = None,
-                 tag: str = "") -> Framed:
-    """Framed data of a [train]/[eval]/[test] section, cached as `cache_dir/<tag>.npz` when given
+                 tag: str = "") -> KerasFramed:
+    """KerasFramed data of a [train]/[eval]/[test] section, cached as `cache_dir/<tag>.npz` when given
     (the framing of 359 CDD-CESM images takes ~1 min on 2 cores; the cache is keyed by the
     section, the [model] size/channels and the [mask] settings)."""
     loader = load_folder if section["images_dir"] is not None else load_split
@@ -132,7 +135,7 @@ def load_section(section: dict[str, Any], config: dict, cache_dir: Path | None =
     if path.is_file():
         cached = np.load(path, allow_pickle=False)
         if str(cached["key"]) == key:
-            return Framed(cached["x"], cached["y"], list(cached["ids"]), list(cached["types"]))
+            return KerasFramed(cached["x"], cached["y"], list(cached["ids"]), list(cached["types"]))
     data = loader(section, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=data.x, y=data.y, ids=np.array(data.ids), types=np.array(data.types), key=np.array(key))
@@ -143,7 +146,7 @@ class Augmenter:
     """Batches of (x, y) with random vertical flips and brightness/contrast jitter (a left-right
     flip would undo the canonical chest-wall-left orientation that `frame` establishes)."""
 
-    def __init__(self, data: Framed, batch_size: int, seed: int, augment: bool) -> None:
+    def __init__(self, data: KerasFramed, batch_size: int, seed: int, augment: bool) -> None:
         self.data, self.batch_size, self.augment = data, batch_size, augment
         self.rng = np.random.default_rng(seed)
 

@@ -17,7 +17,7 @@ from mammo.models.keras_unet import KerasUNet, build_unet, compile_unet, custom_
 from mammo.pipelines.cesm_unet import CesmUnetPipeline
 from mammo.pipelines.cesm_unet_config import architecture, has_data, load_config
 from training.cesm_unet.callbacks import epoch_change_infer, metrics_logger
-from training.cesm_unet.data import Augmenter, Framed, list_images, load_section
+from training.cesm_unet.data import Augmenter, KerasFramed, list_images, load_section
 
 WEIGHTS_FILE, MODEL_FILE = "best.weights.h5", "best.keras"
 
@@ -33,7 +33,7 @@ def _setup(config_file: str | Path) -> tuple[dict, Any]:
     return config, keras
 
 
-def _mini_test(config: dict, val: Framed) -> tuple[np.ndarray, np.ndarray | None]:
+def _mini_test(config: dict, val: KerasFramed) -> tuple[np.ndarray, np.ndarray | None]:
     """The epoch-change images: the first `num_infer_images` of [infer] images_dir, else of the
     validation data (with their true masks)."""
     n = config["train"]["num_infer_images"]
@@ -51,7 +51,7 @@ def _mini_test(config: dict, val: Framed) -> tuple[np.ndarray, np.ndarray | None
     return np.stack(xs), None
 
 
-def _callbacks(keras, config: dict, val: Framed) -> list:
+def _callbacks(keras, config: dict, val: KerasFramed) -> list:
     t, model_dir = config["train"], Path(config["train"]["model_dir"])
     target = model_dir / (WEIGHTS_FILE if t["save_weights_only"] else MODEL_FILE)
     callbacks = [
