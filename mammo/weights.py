@@ -69,6 +69,15 @@ class TrainingInfo:
 
 
 @dataclass(frozen=True)
+class PretrainedInfo:
+    """Where the encoder's starting weights came from (`mammo.models.pretrained`)."""
+
+    encoder: str
+    source: str
+    licence: str
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """One weights file of the manifest (see `weights_manifest.yaml` for the meaning of keys)."""
 
@@ -85,17 +94,19 @@ class WeightsEntry:
     training: TrainingInfo
     metrics: Mapping[str, float]
     licence: str
+    pretrained: PretrainedInfo | None = None  # optional key; None: trained from random weights
 
 
 def _fail(where: str, key: str, problem: str) -> ManifestError:
     return ManifestError(f"weights manifest, {where}, key {key!r}: {problem}")
 
 
-def _check_keys(raw: Mapping[str, Any], required: tuple[str, ...], where: str) -> None:
+def _check_keys(raw: Mapping[str, Any], required: tuple[str, ...], where: str,
+                optional: tuple[str, ...] = ()) -> None:
     """Unknown and missing keys are errors naming the entry and the key."""
     for key in raw:
-        if key not in required:
-            raise _fail(where, str(key), f"unknown key (allowed: {', '.join(required)})")
+        if key not in required + optional:
+            raise _fail(where, str(key), f"unknown key (allowed: {', '.join(required + optional)})")
     for key in required:
         if key not in raw:
             raise _fail(where, key, "missing required key")
@@ -178,7 +189,17 @@ def _parse_metrics(raw: Mapping[str, Any], where: str) -> Mapping[str, float]:
     return MappingProxyType({key: float(value) for key, value in metrics.items()})
 
 
-_ENTRY_KEYS = tuple(WeightsEntry.__dataclass_fields__)
+_OPTIONAL_KEYS = ("pretrained",)
+_ENTRY_KEYS = tuple(k for k in WeightsEntry.__dataclass_fields__ if k not in _OPTIONAL_KEYS)
+
+
+def _parse_pretrained(raw: Mapping[str, Any], where: str) -> PretrainedInfo | None:
+    if raw.get("pretrained") is None:
+        return None
+    info = _mapping(raw, "pretrained", where)
+    sub = f"{where}.pretrained"
+    _check_keys(info, ("encoder", "source", "licence"), sub)
+    return PretrainedInfo(_str(info, "encoder", sub), _str(info, "source", sub), _str(info, "licence", sub))
 
 
 def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
@@ -191,7 +212,7 @@ def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
     where = f"entry {name!r}" if isinstance(name, str) else f"entry #{index}"
     if not isinstance(raw, Mapping):
         raise ManifestError(f"weights manifest, {where}: expected a mapping, got {raw!r}")
-    _check_keys(raw, _ENTRY_KEYS, where)
+    _check_keys(raw, _ENTRY_KEYS, where, _OPTIONAL_KEYS)
     framework = _str(raw, "framework", where)
     if framework not in FRAMEWORKS:
         raise _fail(where, "framework", f"{framework!r} is not one of {', '.join(FRAMEWORKS)}")
@@ -209,6 +230,7 @@ def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
         training=_parse_training(raw, where),
         metrics=_parse_metrics(raw, where),
         licence=_str(raw, "licence", where),
+        pretrained=_parse_pretrained(raw, where),
     )
 
 

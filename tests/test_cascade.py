@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,13 @@ import pytest
 from mammo.io import read_image
 from mammo.metrics import dice_iou
 from mammo.pipelines import get_pipeline
-from mammo.pipelines.cascade import CascadePipeline, box_with_margin, image_type
+from mammo.pipelines.cascade import (
+    CascadePipeline,
+    box_with_margin,
+    image_type,
+    lesion_findings,
+    restrict_lesion,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,15 +79,59 @@ def test_lesion_found_on_cdd_cesm_validation(cascade) -> None:
     assert np.mean(dices) > 0.4
 
 
-def test_speed_with_model_loaded(cascade, cbis_dicoms) -> None:
-    times = []
-    for path in cbis_dicoms[:3]:
-        image, meta = read_image(path)
-        t0 = time.perf_counter()
-        cascade.run(image, meta)
-        times.append(time.perf_counter() - t0)
-    print(f"cascade.run median {np.median(times):.2f} s")
-    assert np.median(times) < 2.0
+def test_speed_benchmark_reports_a_ratio(cascade) -> None:
+    """Speed is a benchmark (`python -m training.measure_cascade --skip tissue lesion normals`),
+    read as a ratio to a reference forward pass timed in the same run; no wall-clock limit here."""
+    from training.measure_cascade import measure_speed
+
+    speed = measure_speed(cascade)
+    assert speed["reference_forward_seconds"] > 0 and speed["median_over_reference"] > 0
+    assert speed["median_read_run_seconds"] <= speed["max_read_run_seconds"]
+    assert {"read", "tissue", "lesion", "write"} <= set(speed["median_parts"])
+
+
+def test_lesion_never_outside_breast_or_in_pectoral() -> None:
+    lesion = np.full((40, 30), 0.9, np.float32)
+    labels = np.zeros((40, 30), np.uint8)
+    labels[:, :20] = 2          # fibroglandular
+    labels[:10, :8] = 3         # pectoral, top corner
+    classical = np.zeros((40, 30), bool)
+    classical[:, :24] = True    # the classical mask reaches 4 columns further
+    out = restrict_lesion(lesion, labels, classical)
+    assert out.dtype == np.float32
+    assert (out[:10, :8] == 0).all() and (out[:, 24:] == 0).all()
+    assert (out[20:, :24] == np.float32(0.9)).all()
+    assert (restrict_lesion(lesion, labels, classical, exclude_pectoral=False)[:10, :8] > 0).all()
+
+
+def test_findings_are_components_scored_by_their_maximum() -> None:
+    prob = np.zeros((50, 50), np.float32)
+    prob[5:10, 5:12] = 0.6
+    prob[7, 8] = 0.8
+    prob[30:40, 30:35] = 0.95
+    prob[45, 45] = 0.49         # below the threshold: no finding
+    boxes = lesion_findings(prob, 0.5)
+    assert [(b.y0, b.x0, b.y1, b.x1) for b in boxes] == [(30, 30, 40, 35), (5, 5, 10, 12)]
+    assert [b.score for b in boxes] == pytest.approx([0.95, 0.8]) and {b.label for b in boxes} == {"lesion"}
+    assert lesion_findings(np.zeros((8, 8), np.float32), 0.5) == []
+
+
+def test_findings_in_the_pipeline_result(cascade) -> None:
+    from conftest import require_data
+
+    from mammo.datasets import load_dataset
+
+    sample = load_dataset("cdd-cesm", require_data("cdd_cesm"), split="val")[0]
+    result = cascade.run(sample.image, sample.meta)
+    prob, tissue = result.probabilities["lesion"], result.masks
+    from mammo.preprocess.breast import breast_mask
+
+    assert (prob[tissue["pectoral"]] == 0).all()
+    assert (prob[~(tissue["breast"] | breast_mask(sample.image))] == 0).all()
+    assert not (result.masks["lesion"] & tissue["pectoral"]).any()
+    for box in result.patches:
+        assert box.label == "lesion" and box.score == pytest.approx(float(prob[box.y0:box.y1, box.x0:box.x1].max()))
+    assert len(result.patches) == len(lesion_findings(prob, cascade.threshold))
 
 
 def test_helpers() -> None:

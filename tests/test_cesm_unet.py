@@ -175,6 +175,23 @@ def test_train_evaluate_infer_cli(tmp_path: Path, tiny_text: str) -> None:
         assert mask.shape == image.shape and set(mask.ravel()) <= {0, 255}
 
 
+def test_time_budget_stop_then_resume(tmp_path: Path, tiny_text: str) -> None:
+    """Each run stops after one epoch (a tiny budget), keeps its backup, and the same command
+    resumes at the next epoch; the logs continue; the finished run removes its backup."""
+    copy_images(tmp_path)
+    text = tiny_text.replace("epochs         = 2", "epochs         = 3\ntime_budget_min = 0.0001")
+    text = text.replace("epoch_change_infer = True", "epoch_change_infer = False")
+    config = write(tmp_path, text)
+    backup = tmp_path / "models" / "backup"
+    for epochs_logged in (["1"], ["1", "2"], ["1", "2", "3"]):
+        proc = run_python(["-m", "training.cesm_unet", "train", str(config)])
+        assert_ok(proc)
+        with (tmp_path / "eval" / "train_losses.csv").open() as handle:
+            assert [row["epoch"] for row in csv.DictReader(handle)] == epochs_logged
+        assert backup.is_dir() == (len(epochs_logged) < 3), proc.stdout[-2000:]
+    assert "resuming from" in proc.stdout
+
+
 # -- the pipeline, with the torch pipelines in the same process ----------------------------------
 
 BOTH = """

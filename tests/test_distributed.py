@@ -76,7 +76,8 @@ def test_tune_trial_of_two_workers(tmp_path: Path, local_ray) -> None:
     space.write_text("lr: {choice: [0.003]}\nepochs: 2\n")
     opts = SweepOptions(config="training/configs/cascade_lesion.yaml", space=str(space), num_samples=1,
                         scheduler="none", workers=2, storage=str(tmp_path / "sweeps"), seed=0,
-                        overrides=["arch=unet", "encoder=resnet18", "input_size=[64,32]", "batch_size=4",
+                        overrides=["arch=unet", "encoder=resnet18", "encoder_weights=", "input_size=[64,32]",
+                                   "batch_size=4",
                                    "val_overlays=0", "t0=2", "t_mult=1", "elastic=False"])
     results, folder = run_sweep(opts, data=(synthetic(16), synthetic(6, seed=1)))
     assert not results.errors and len(results) == 1

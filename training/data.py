@@ -58,15 +58,9 @@ def frame_sample(sample: Sample, config: TrainConfig) -> tuple[np.ndarray, np.nd
     return np.stack(planes), frame_mask(y, framing), image_type
 
 
-def load_split(config: TrainConfig, split: str) -> Framed:
-    """Read and frame every sample of `split` ("train"/"val"/"test") of the configured dataset."""
-    ds = load_dataset(config.dataset, config.data_root, split=f"{config.split}:{split}")
-    refs = ds.refs
-    keep = [i for i, r in enumerate(refs) if r.info.get("image_type", "DM") in config.image_types] \
-        if config.dataset == "cdd-cesm" else list(range(len(refs)))
+def _frame_all(samples, config: TrainConfig, desc: str) -> Framed:
     xs, ys, ids, types = [], [], [], []
-    for i in tqdm(keep, desc=f"framing {split}", unit="img", leave=False):
-        sample = ds[i]
+    for sample in tqdm(samples, desc=desc, unit="img", leave=False):
         x, y, image_type = frame_sample(sample, config)
         xs.append(x)
         ys.append(y)
@@ -75,18 +69,72 @@ def load_split(config: TrainConfig, split: str) -> Framed:
     return Framed(np.stack(xs), np.stack(ys), ids, types)
 
 
+def is_lesion_free(sample: Sample) -> bool:
+    """True for an image whose annotation says it has no abnormality at all (MIAS `NORM`)."""
+    rows = sample.extra.get("rows")
+    if rows is not None:
+        return all(row[0] == "NORM" for row in rows)
+    return all(not mask.any() for mask in sample.masks.values())
+
+
+def load_negatives(config: TrainConfig, split: str) -> Framed | None:
+    """The lesion-free images of `split` of `config.negative_dataset` (None when not configured).
+
+    They teach the lesion stage what normal breast tissue, the skin line, the pectoral muscle
+    and film labels look like, so that it stops marking them.
+    """
+    if not config.negative_dataset or config.task != "lesion":
+        return None
+    ds = load_dataset(config.negative_dataset, config.negative_root, split=f"{config.negative_split}:{split}")
+    samples = [s for s in tqdm(ds, desc=f"negatives {split}", unit="img", leave=False) if is_lesion_free(s)]
+    for s in samples:
+        s.masks["lesion"] = np.zeros(s.image.shape, bool)
+    return _frame_all(samples, config, f"framing negatives {split}") if samples else None
+
+
+def concat(a: Framed, b: Framed | None) -> Framed:
+    """`a` followed by `b` (b may be None)."""
+    if b is None:
+        return a
+    return Framed(np.concatenate([a.x, b.x]), np.concatenate([a.y, b.y]), a.ids + b.ids,
+                  a.image_types + b.image_types)
+
+
+def load_split(config: TrainConfig, split: str) -> Framed:
+    """Read and frame every sample of `split` ("train"/"val"/"test") of the configured dataset;
+    the training split also gets the configured lesion-free negatives."""
+    ds = load_dataset(config.dataset, config.data_root, split=f"{config.split}:{split}")
+    refs = ds.refs
+    keep = [i for i, r in enumerate(refs) if r.info.get("image_type", "DM") in config.image_types] \
+        if config.dataset == "cdd-cesm" else list(range(len(refs)))
+    framed = _frame_all((ds[i] for i in keep), config, f"framing {split}")
+    return concat(framed, load_negatives(config, split)) if split == "train" else framed
+
+
 def build_augment(config: TrainConfig):  # -> albumentations.Compose
     """Vertical flips (a left-right flip would undo the canonical orientation), small rotations
-    and shifts, brightness/contrast, Gaussian noise; elastic deformation for the lesion stage."""
+    and shifts, brightness/contrast, Gaussian noise; elastic deformation for the lesion stage.
+
+    "strong" widens the geometry and adds what differs between scanners and films: gamma,
+    blur or sharpening, and grid distortion.
+    """
     import albumentations as A
 
+    strong = config.augment == "strong"
+    rotate, scale, shift = ((-15, 15), (0.85, 1.15), 0.06) if strong else ((-10, 10), (0.92, 1.08), 0.04)
     ops = [
         A.VerticalFlip(p=0.5),
-        A.Affine(rotate=(-10, 10), translate_percent=(-0.04, 0.04), scale=(0.92, 1.08), p=0.7,
+        A.Affine(rotate=rotate, translate_percent=(-shift, shift), scale=scale, p=0.7,
                  border_mode=0, fill=0, fill_mask=0),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.15, p=0.5),
         A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
     ]
+    if strong:
+        ops += [
+            A.RandomGamma(gamma_range=(0.7, 1.5), p=0.5),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.Sharpen(alpha=(0.1, 0.3))], p=0.3),
+            A.GridDistortion(num_steps=5, distort_limit=0.15, border_mode=0, p=0.3),
+        ]
     if config.elastic:
         ops.append(A.ElasticTransform(alpha=20, sigma=6, p=0.3, border_mode=0))
     return A.Compose(ops, seed=config.seed)

@@ -1,8 +1,10 @@
 """The training function: `train(config, run_dir, report=None)`, used by `training.train` and `tune/`.
 
-Writes into `run_dir`: config.yaml (resolved), last.pt (every epoch, atomically) and best.pt,
-TensorBoard logs (tb/), metrics.json (best validation numbers and the history). `resume=True`
-continues from last.pt, losing at most the epoch that was running.
+Writes into `run_dir`: config.yaml (resolved, with its time budget), last.pt (every epoch,
+atomically) and best.pt, TensorBoard logs (tb/), curves.png (loss and validation scores per
+epoch, redrawn every epoch), metrics.json (best validation numbers, the history, and why the run
+stopped). `resume=True` continues from last.pt, losing at most the epoch that was running; the
+time already spent counts against `config.time_budget_min`.
 """
 
 from __future__ import annotations
@@ -54,10 +56,33 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _state(model, opt, sched, epoch: int, best: float, history: list) -> dict:
+def _state(model, opt, sched, epoch: int, best: float, history: list, elapsed: float) -> dict:
     return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch, "best": best, "history": history, "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+            "epoch": epoch, "best": best, "history": history, "elapsed": elapsed,
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+
+
+def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """curves.png: training loss (left) and the validation score plus per-class Dice (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] + 1 for m in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(epochs, [m["loss"] for m in history], marker=".")
+    left.set(xlabel="epoch", ylabel="training loss", title=title)
+    for key in sorted(k for k in history[-1] if k.startswith("dice_") or k == "score"):
+        right.plot(epochs, [m.get(key, np.nan) for m in history], label=key, lw=2.5 if key == "score" else 1)
+    right.set(xlabel="epoch", ylabel="validation", ylim=(0, 1), title="validation (score picks best.pt)")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resume: bool = False,
@@ -89,20 +114,25 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
         model.load_state_dict(torch.load(Path(config.init_from), weights_only=False)["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=config.t0, T_mult=config.t_mult)
-    start, best, history = 0, -1.0, []
+    start, best, history, elapsed = 0, -1.0, [], 0.0
     if resume:
         state = torch.load(run_dir / "last.pt", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, best, history = state["epoch"] + 1, state["best"], state["history"]
+        elapsed = float(state.get("elapsed", 0.0))
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
     loader, writer = task.loader(train_data), SummaryWriter(str(run_dir / "tb"))
     net = model if dist is None else dist.wrap_model(model)
     loader = loader if dist is None else dist.wrap_loader(loader)
+    stopped = "epochs done"
     for epoch in range(start, config.epochs):
+        if config.time_budget_min and elapsed >= config.time_budget_min * 60:
+            stopped = f"time budget of {config.time_budget_min:g} min spent ({elapsed / 60:.1f} min)"
+            break
         if dist is not None:
             dist.set_epoch(epoch)
         net.train()
@@ -117,6 +147,7 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         mean_loss = float(np.mean(losses)) if dist is None else dist.mean_loss(losses)
+        elapsed += time.perf_counter() - t0
         if dist is not None and not dist.is_chief:  # the chief alone validates, saves and logs
             if report is not None:
                 report(epoch, {"loss": mean_loss, "epoch": epoch})
@@ -133,7 +164,8 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
             best = metrics["score"]
             _save_atomic({"model": host.state_dict(), "epoch": epoch, "metrics": metrics}, run_dir / "best.pt")
             task.log_images(writer, host, val_data, epoch)
-        _save_atomic(_state(host, opt, sched, epoch, best, history), run_dir / "last.pt")
+        _save_atomic(_state(host, opt, sched, epoch, best, history, elapsed), run_dir / "last.pt")
+        plot_curves(history, run_dir / "curves.png", config.name)
         tqdm.write(f"{config.name} epoch {epoch + 1}: loss {metrics['loss']:.4f} val score "
                    f"{metrics['score']:.4f} (best {best:.4f}) {metrics['seconds']:.0f} s")
         if report is not None:
@@ -141,6 +173,7 @@ def train(config: TrainConfig, run_dir: Path, report: Report | None = None, resu
     writer.close()
     best_epoch = max(history, key=lambda m: m["score"]) if history else {}
     result = {"name": config.name, "best_epoch": best_epoch.get("epoch"), "val": best_epoch,
-              "history": history, "n_train": len(train_data), "n_val": len(val_data)}
+              "history": history, "n_train": len(train_data), "n_val": len(val_data), "stopped": stopped,
+              "train_minutes": round(elapsed / 60, 2), "time_budget_min": config.time_budget_min}
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     return result

@@ -87,6 +87,11 @@ def export_run(run_dir: Path, name: str, pipeline: str, tolerance: float = 0.002
                      "command": _command(run_dir, name)},
         "metrics": metrics, "licence": LICENCES.get(config.dataset, "see the data set's licence"),
     }
+    if getattr(config, "encoder_weights", "") == "imagenet":
+        from mammo.models.pretrained import source
+
+        src = source(config.encoder)
+        entry["pretrained"] = {"encoder": config.encoder, "source": src.description, "licence": src.licence}
     parse_entry(entry)  # validate before touching the manifest
     write_entry(entry, manifest)
     return entry
@@ -98,7 +103,11 @@ def write_entry(entry: dict[str, Any], path: Path | None = None) -> None:
     text = path.read_text() if path.exists() else ""
     header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     entries = (yaml.safe_load(text) or {}).get("entries") or []
-    entries = [e for e in entries if e.get("name") != entry["name"]] + [entry]
+    names = [e.get("name") for e in entries]
+    if entry["name"] in names:  # replaced where it stands, so the file's order is kept
+        entries[names.index(entry["name"])] = entry
+    else:
+        entries.append(entry)
     body = yaml.safe_dump({"entries": entries}, sort_keys=False, default_flow_style=None, width=100)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(header + "\n" + body)

@@ -1,11 +1,16 @@
 """`python -m training.measure_cascade [--split val] [--out FILE]`: the cascade's numbers, measured
-in each input's original geometry through the pipeline itself (not at model resolution).
+in each input's original geometry through the pipeline itself (not at model resolution), with
+95% patient-bootstrap CIs (1,000 seeded resamples, `mammo.metrics.with_ci`).
 
-- stage 1: per-image Dice of adipose, fibroglandular, pectoral on tissue-ddsm (the split's rows);
-- stage 2: per-image lesion Dice on CDD-CESM, for DM and CM separately, with the lesion region
-  taken from the fibroglandular box (`fgt`) and from the whole breast (`breast`), at several
-  probability thresholds (pick on val, report on test);
-- speed: seconds per example DICOM (~4600x2800) with the models loaded, and peak memory.
+- tissue: per-image Dice of adipose, fibroglandular, pectoral and their mean on tissue-ddsm;
+- lesion: per-image lesion Dice on CDD-CESM (all, DM, CM) at several probability thresholds
+  (pick on val, report on test), and the FROC sensitivity at 0.25/0.5/1/2/4 false positives
+  per image (components of prob >= 0.5 scored by their maximum probability), with the
+  post-processing (breast only, no pectoral) on and off, for the fgt and breast regions;
+- normals: on MIAS images with no abnormality (NORM), the share of the breast marked lesion
+  and the share of images with at least one lesion component (a false positive);
+- speed: seconds per example DICOM (~4600x2800) read + run with the models loaded, and peak
+  memory (`--skip tissue lesion normals` for the speed benchmark alone).
 """
 
 from __future__ import annotations
@@ -14,54 +19,140 @@ import argparse
 import json
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from mammo.datasets import load_dataset
-from mammo.metrics import SegmentationMeter
+from mammo.metrics import FROC_RATES, dice_iou, froc_sensitivities, match_detections, with_ci
 from mammo.pipelines.cascade import REGIONS, CascadePipeline, build
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+TISSUES = ("adipose", "fibroglandular", "pectoral")
 
 
-def replace(pipe: CascadePipeline, region: str) -> CascadePipeline:
-    """The same models with another stage-2 region."""
+def replace(pipe: CascadePipeline, region: str, postprocess: bool = True,
+            tta: bool | None = None) -> CascadePipeline:
+    """The same models with another stage-2 region / post-processing / flip-TTA switch."""
     tissue_sha, lesion_sha = pipe.weights_sha256.split(",")
     return CascadePipeline(pipe.tissue, pipe.lesion, tissue_sha, lesion_sha, region, pipe.margin,
-                           pipe.threshold, pipe.tissue_size, pipe.lesion_size)
+                           pipe.threshold, pipe.tissue_size, pipe.lesion_size, postprocess,
+                           pipe.tta if tta is None else tta)
 
 
-def measure_tissue(pipe, root: str, split: str) -> dict:
-    meter = SegmentationMeter()
+def mean_ci(values: list[float], groups: list[str]) -> dict:
+    """Mean of per-image values with its patient-bootstrap 95% CI, rounded for reading."""
+    arr = np.asarray(values, np.float64)
+    out = with_ci(lambda idx: float(arr[idx].mean()), groups)
+    return {"mean": round(out["mean"], 4), "ci95": [round(v, 4) for v in out["ci95"] or []], "n": len(values)}
+
+
+def measure_tissue(pipes: dict[str, CascadePipeline], root: str, split: str) -> dict:
+    """Per variant: per-image Dice of each tissue and of their mean, with CIs."""
+    dice = {k: {name: [] for name in TISSUES} for k in pipes}
+    groups: list[str] = []
     for sample in tqdm(load_dataset("tissue-ddsm", root, split=split), desc="tissue", leave=False):
-        result = pipe.run(sample.image, sample.meta)
-        for name in ("adipose", "fibroglandular", "pectoral"):
-            meter.add(name, result.masks[name], sample.masks[name])
-    summary = meter.summary()
-    summary["mean3"] = meter.mean_dice(["adipose", "fibroglandular", "pectoral"])
-    return summary
+        for key, pipe in pipes.items():
+            result = pipe.run(sample.image, sample.meta)
+            for name in TISSUES:
+                dice[key][name].append(dice_iou(result.masks[name], sample.masks[name])[0])
+        groups.append(sample.patient_id)
+    out = {}
+    for key, per_class in dice.items():
+        out[key] = {name: mean_ci(values, groups) for name, values in per_class.items()}
+        out[key]["mean3"] = mean_ci(list(np.mean([per_class[n] for n in TISSUES], axis=0)), groups)
+    return out
 
 
-def measure_lesion(pipe, root: str, split: str, thresholds=THRESHOLDS) -> dict:
-    """Per-image lesion Dice (all, DM, CM) at each probability threshold."""
-    meters = {t: SegmentationMeter() for t in thresholds}
-    for sample in tqdm(load_dataset("cdd-cesm", root, split=split), desc=f"lesion {pipe.region}", leave=False):
-        prob = pipe.run(sample.image, sample.meta).probabilities["lesion"]
+def froc_ci(dets: list, groups: list[str]) -> dict:
+    """FROC sensitivity at each rate with its patient-bootstrap CI."""
+    out = {}
+    for rate in FROC_RATES:
+        def stat(idx, rate=rate):
+            picked = [dets[i] for i in idx]
+            return froc_sensitivities(picked, (rate,))[rate] if sum(d.n_lesions for d in picked) else None
+        est = with_ci(stat, groups)
+        out[f"{rate:g}"] = {"sensitivity": round(est["mean"], 4), "ci95": [round(v, 4) for v in est["ci95"] or []]}
+    return out
+
+
+def measure_lesion(pipes: dict[str, CascadePipeline], root: str, split: str) -> dict:
+    """Per variant: Dice (all/DM/CM) per threshold with CIs, and the FROC with CIs."""
+    dice = {k: {t: {"all": [], "DM": [], "CM": []} for t in THRESHOLDS} for k in pipes}
+    dets: dict[str, list] = {k: [] for k in pipes}
+    groups: dict[str, list[str]] = {"all": [], "DM": [], "CM": []}
+    for sample in tqdm(load_dataset("cdd-cesm", root, split=split), desc="lesion", leave=False):
         kind = sample.extra.get("image_type", "DM")
-        for t, meter in meters.items():
-            meter.add("lesion", prob > t, sample.masks["lesion"])
-            meter.add(f"lesion_{kind}", prob > t, sample.masks["lesion"])
-    return {str(t): meter.summary() for t, meter in meters.items()}
+        truth = sample.masks["lesion"]
+        for key, pipe in pipes.items():
+            prob = pipe.run(sample.image, sample.meta).probabilities["lesion"]
+            for t in THRESHOLDS:
+                d = dice_iou(prob >= t, truth)[0]
+                dice[key][t]["all"].append(d)
+                dice[key][t][kind].append(d)
+            dets[key].append(match_detections(prob, truth, 0.5))
+        groups["all"].append(sample.patient_id)
+        groups[kind].append(sample.patient_id)
+    out = {}
+    for key in pipes:
+        out[key] = {"dice": {str(t): {part: mean_ci(v, groups[part]) for part, v in parts.items() if v}
+                             for t, parts in dice[key].items()},
+                    "froc": froc_ci(dets[key], groups["all"])}
+    return out
+
+
+def normal_refs(root: str, split: str):
+    """MIAS samples of `split` whose every Info.txt row is NORM."""
+    for sample in load_dataset("mias", root, split=split):
+        if all(row[0] == "NORM" for row in sample.extra["rows"]):
+            yield sample
+
+
+def measure_normals(pipes: dict[str, CascadePipeline], root: str, split: str) -> dict:
+    """Lesion area as a share of the breast, and images with any lesion component, on NORM films."""
+    area: dict[str, list[float]] = {k: [] for k in pipes}
+    flagged: dict[str, list[float]] = {k: [] for k in pipes}
+    groups: list[str] = []
+    for sample in tqdm(list(normal_refs(root, split)), desc="normals", leave=False):
+        for key, pipe in pipes.items():
+            result = pipe.run(sample.image, sample.meta)
+            breast = max(1, int(result.masks["breast"].sum()))
+            area[key].append(float(result.masks["lesion"].sum()) / breast)
+            flagged[key].append(float(bool(result.patches)))
+        groups.append(sample.patient_id)
+    return {key: {"lesion_share_of_breast": mean_ci(area[key], groups),
+                  "images_with_false_positive": mean_ci(flagged[key], groups)} for key in pipes}
+
+
+def reference_forward_seconds(repeats: int = 7) -> float:
+    """Median time of one fixed reference forward pass (timm `resnet18`, random weights, 1x3x512x512)
+    timed in the same process, so a noisy or shared machine can be read as a ratio."""
+    import timm
+
+    from mammo.models.frameworks import import_torch
+
+    torch = import_torch()
+    model = timm.create_model("resnet18", pretrained=False).eval()
+    x = torch.zeros(1, 3, 512, 512)
+    times = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
 def measure_speed(pipe) -> dict:
+    """Read + run per example DICOM with the models loaded (the write is timed apart)."""
+    import tempfile
+
     from mammo.examples import example_dicoms
     from mammo.export import write_result
     from mammo.io import read_image
-
-    import tempfile
 
     times, parts = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,11 +164,50 @@ def measure_speed(pipe) -> dict:
             t2 = time.perf_counter()
             write_result(Path(tmp) / path.stem, image, meta, result)
             t3 = time.perf_counter()
-            times.append(t3 - t0)
+            times.append(t2 - t0)
             parts.append({"read": t1 - t0, **result.timings, "write": t3 - t2})
     median_parts = {k: round(float(np.median([p[k] for p in parts])), 3) for k in parts[0]}
-    return {"median_seconds": round(float(np.median(times)), 3), "median_parts": median_parts,
+    reference = reference_forward_seconds()
+    return {"reference_forward_seconds": round(reference, 4),
+            "median_over_reference": round(float(np.median(times)) / reference, 2),
+            "median_read_run_seconds": round(float(np.median(times)), 3),
+            "max_read_run_seconds": round(float(np.max(times)), 3), "median_parts": median_parts,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def manifest_metrics(report: dict) -> dict[str, dict[str, float]]:
+    """The pipeline numbers recorded in the manifest: {entry name: {metric: value}}."""
+    split, tissue, lesion = report["split"], {}, {}
+    for name, value in report.get("tissue", {}).get("breast", {}).items():
+        tissue[f"pipeline_{split}_dice_{name}"] = value["mean"]
+    if "lesion" in report:
+        dice = report["lesion"]["breast"]["dice"]["0.5"]
+        for part, value in dice.items():
+            lesion[f"pipeline_{split}_dice_lesion{'' if part == 'all' else '_' + part}"] = value["mean"]
+        lesion[f"pipeline_{split}_froc_sens_at_1fp"] = report["lesion"]["breast"]["froc"]["1"]["sensitivity"]
+    if "normals" in report:
+        normals = report["normals"]["breast"]
+        lesion[f"pipeline_{split}_mias_normal_lesion_share"] = normals["lesion_share_of_breast"]["mean"]
+        lesion[f"pipeline_{split}_mias_normal_images_with_fp"] = normals["images_with_false_positive"]["mean"]
+    return {"cascade-tissue": tissue, "cascade-lesion": lesion}
+
+
+def record(report: dict) -> None:
+    """Write `manifest_metrics(report)` into the manifest entries (other metrics kept), only when
+    the report was made with the weights the manifest lists now."""
+    import yaml
+
+    from mammo.weights import manifest_path
+    from training.export import write_entry
+
+    entries = {e["name"]: e for e in yaml.safe_load(manifest_path().read_text())["entries"]}
+    listed = f"{entries['cascade-tissue']['sha256']},{entries['cascade-lesion']['sha256']}"
+    if report["weights_sha256"] != listed:
+        raise SystemExit("--record: these numbers are for other weights than the manifest lists")
+    for name, metrics in manifest_metrics(report).items():
+        if metrics:
+            entries[name]["metrics"].update(metrics)
+            write_entry(entries[name])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,21 +215,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--split", default="val", help="train, val or test rows of the committed splits")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here too")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tissue", "lesion", "speed"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tissue", "lesion", "normals", "speed"])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the 2-core benchmark: 2)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the pipeline_<split>_* numbers into weights_manifest.yaml")
     args = parser.parse_args(argv)
-    base = build()  # the models load once; the region is only a switch on the pipeline
-    pipes = {region: replace(base, region) for region in REGIONS}
-    report: dict = {"split": args.split}
-    if "speed" not in args.skip:
-        report["speed"] = measure_speed(pipes["fgt"])
-    if "tissue" not in args.skip:
-        report["tissue"] = measure_tissue(pipes["fgt"], f"{args.data}/tissue_ddsm", args.split)
-    if "lesion" not in args.skip:
-        report["lesion"] = {r: measure_lesion(p, f"{args.data}/cdd_cesm", args.split) for r, p in pipes.items()}
+    from mammo.models.frameworks import import_torch
+
+    import_torch().set_num_threads(args.threads)
+    base = build()  # the models load once; region and post-processing are switches on the pipeline
+    pipes = {f"{region}{'' if post else '-raw'}": replace(base, region, post)
+             for region in REGIONS for post in (True, False)}
+    tta_key = f"breast-tta-{'off' if base.tta else 'on'}"  # the other setting of the flip TTA
+    pipes[tta_key] = replace(base, "breast", True, not base.tta)
+    steps: dict[str, Callable[[], dict]] = {
+        "speed": lambda: measure_speed(pipes["breast"]),
+        "tissue": lambda: measure_tissue({k: pipes[k] for k in ("breast", tta_key)}, f"{args.data}/tissue_ddsm",
+                                         args.split),
+        "lesion": lambda: measure_lesion(pipes, f"{args.data}/cdd_cesm", args.split),
+        "normals": lambda: measure_normals({k: pipes[k] for k in ("breast", "breast-raw")},
+                                           f"{args.data}/mias", args.split),
+    }
+    report: dict = {"split": args.split, "weights_sha256": base.weights_sha256}
+    for name, step in steps.items():
+        if name not in args.skip:
+            report[name] = step()
+            print(f"{name}: done", flush=True)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text)
+    if args.record:
+        record(report)
     return 0
 
 

@@ -18,11 +18,34 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402  (after the frame
 from mammo.models.torch_aca_resunet import create_model  # noqa: E402
 
 
-class AugmentedSet(Dataset):
-    """Framed arrays with augmentation of the grey plane and its labels (other planes are constant)."""
+def skin_band(grey: np.ndarray, width: int) -> np.ndarray:
+    """bool (h, w): pixels within `width` px of the breast outline (inside or out) of a framed
+    image (float32 (h, w) in [0, 1]; background and letterbox are ~0). Radiologists never mark
+    a lesion there, and a network that has not been told so fires on the bright skin edge."""
+    import cv2
 
-    def __init__(self, data: Framed, augment=None):
-        self.data, self.augment = data, augment
+    tissue = (grey > 0.04).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    return (cv2.dilate(tissue, kernel) > 0) & ~(cv2.erode(tissue, kernel) > 0)
+
+
+def pixel_weights(grey: np.ndarray, labels: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """float32 (h, w) loss weights: `config.edge_weight` on lesion-free skin-band pixels, else 1."""
+    weights = np.ones(labels.shape, np.float32)
+    if config.edge_weight != 1.0:
+        weights[skin_band(grey, config.edge_band) & (labels == 0)] = config.edge_weight
+    return weights
+
+
+class AugmentedSet(Dataset):
+    """Framed arrays with augmentation of the grey plane and its labels (other planes are constant).
+
+    Items: (x float32 (C, h, w), y int64 (h, w)), plus the per-pixel loss weights float32 (h, w)
+    for the lesion stage when `edge_weight` is set.
+    """
+
+    def __init__(self, data: Framed, augment=None, config: TrainConfig | None = None):
+        self.data, self.augment, self.config = data, augment, config
 
     def __len__(self) -> int:
         return len(self.data.ids)
@@ -32,7 +55,11 @@ class AugmentedSet(Dataset):
         if self.augment is not None:
             out = self.augment(image=x[0], mask=y)
             x[0], y = np.clip(out["image"], 0, 1), out["mask"]
-        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y)).long()
+        item = (torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y)).long())
+        c = self.config
+        if c is not None and c.task == "lesion" and c.edge_weight != 1.0:
+            item += (torch.from_numpy(pixel_weights(x[0], y, c)),)
+        return item
 
 
 def make_loss(config: TrainConfig) -> Callable[[Any, Any], Any]:
@@ -40,13 +67,20 @@ def make_loss(config: TrainConfig) -> Callable[[Any, Any], Any]:
     from segmentation_models_pytorch.losses import DiceLoss
 
     if config.task == "tissue":
-        dice, ce = DiceLoss("multiclass"), torch.nn.CrossEntropyLoss()
-        return lambda logits, y: config.dice_weight * dice(logits, y) + config.ce_weight * ce(logits, y)
-    dice, bce = DiceLoss("binary"), torch.nn.BCEWithLogitsLoss()
+        class_weights = torch.tensor(config.ce_class_weights, dtype=torch.float32) if config.ce_class_weights else None
+        dice, ce = DiceLoss("multiclass"), torch.nn.CrossEntropyLoss(weight=class_weights)
 
-    def lesion_loss(logits, y):
+        def tissue_loss(logits, y, weights=None):
+            return config.dice_weight * dice(logits, y) + config.ce_weight * ce(logits, y)
+
+        return tissue_loss
+    dice = DiceLoss("binary")
+
+    def lesion_loss(logits, y, weights=None):
         target = y.unsqueeze(1).float()
-        return config.dice_weight * dice(logits, target) + config.ce_weight * bce(logits, target)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, target, weight=None if weights is None else weights.unsqueeze(1))
+        return config.dice_weight * dice(logits, target) + config.ce_weight * bce
 
     return lesion_loss
 
@@ -97,16 +131,17 @@ class SegmentationTask:
 
     def build_model(self):
         c = self.config
-        return create_model(c.arch, c.encoder, c.in_channels, c.out_channels)
+        return create_model(c.arch, c.encoder, c.in_channels, c.out_channels,
+                            encoder_weights=c.encoder_weights or None)
 
     def loader(self, train: Framed) -> DataLoader:
         c = self.config
-        return DataLoader(AugmentedSet(train, build_augment(c)), batch_size=c.batch_size, shuffle=True,
+        return DataLoader(AugmentedSet(train, build_augment(c), c), batch_size=c.batch_size, shuffle=True,
                           drop_last=len(train.ids) > c.batch_size, num_workers=0)
 
     def loss(self, model, batch, epoch: int):
-        x, y = batch
-        loss = self.loss_fn(model(x), y)
+        x, y, *weights = batch
+        loss = self.loss_fn(model(x), y, *weights)
         if self.config.l1_lambda > 0:
             loss = loss + self.config.l1_lambda * sum(p.abs().sum() for p in model.parameters())
         return loss

@@ -1,7 +1,9 @@
 """ACA-Atrous-ResUNet and its two siblings (plain UNet, from-scratch ACA-Atrous-UNet).
 
 All three map a batch of grey images (N, C_in, H, W) float32 to logits (N, classes, H, W);
-H and W must be multiples of 32. Every submodule is built in `__init__` (the original builds
+plane 0 is the grey image in [0, 1], further planes are constant conditioning planes in [0, 1].
+H and W must be multiples of 32. The network scales plane 0 to its encoder's pretrained input
+range itself (`mammo.models.pretrained.grey_normalisation`), so callers never normalise. Every submodule is built in `__init__` (the original builds
 some lazily on the first forward, which hides parameters from optimisers and breaks loading).
 """
 
@@ -94,23 +96,54 @@ class ScratchEncoder(nn.Module):
         return feats
 
 
+class GreyNormalise(nn.Module):
+    """Scales plane 0 of (N, C, H, W) to `(x * scale - mean) / std`; other planes pass unchanged.
+
+    The constants are not saved in state dicts (they follow from the encoder name), so weights
+    trained before this layer existed (identity for from-scratch encoders) load unchanged.
+    """
+
+    def __init__(self, encoder_name: str):
+        super().__init__()
+        from mammo.models.pretrained import grey_normalisation
+
+        self.scale, self.mean, self.std = grey_normalisation(encoder_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.scale, self.mean, self.std) == (1.0, 0.0, 1.0):
+            return x
+        return torch.cat([(x[:, :1] * self.scale - self.mean) / self.std, x[:, 1:]], dim=1)
+
+
 class ACAAtrousResUNet(nn.Module):
-    """Encoder (smp ResNet, or `ScratchEncoder`) -> ASPP bottleneck -> 4 UpACA blocks -> 1x1 head.
+    """Encoder (any smp encoder of depth 5, or `ScratchEncoder`) -> ASPP bottleneck -> 4 UpACA
+    blocks -> 1x1 head. The seed's ASPP and ACA decoder are kept; the encoder is a parameter.
 
     Args:
         in_channels: input channels (1 for a grey mammogram; 2 when an image-type plane is added).
         classes: output channels (logits).
-        encoder_name: an smp encoder name ("resnet34", "resnet18", ...) or "scratch".
+        encoder_name: an smp encoder name ("resnet34", "tu-tf_efficientnet_lite0", "vgg16", ...)
+            or "scratch".
+        encoder_weights: "imagenet" loads the packaged ImageNet weights
+            (`mammo.models.pretrained`; never a download); None: random initialisation.
         decoder_channels: output channels of the four decoder blocks, deepest first.
     """
 
     def __init__(self, in_channels: int = 1, classes: int = 1, encoder_name: str = "resnet34",
-                 decoder_channels: tuple[int, int, int, int] = (256, 128, 64, 32)):
+                 decoder_channels: tuple[int, int, int, int] = (256, 128, 64, 32),
+                 encoder_weights: str | None = None):
         super().__init__()
+        self.normalise = GreyNormalise(encoder_name)
         if encoder_name == "scratch":
             self.encoder = ScratchEncoder(in_channels)
         else:
             self.encoder = smp.encoders.get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=None)
+        if encoder_weights == "imagenet":
+            from mammo.models.pretrained import load_imagenet_encoder
+
+            load_imagenet_encoder(self.encoder, encoder_name, in_channels)
+        elif encoder_weights is not None:
+            raise ValueError(f"encoder_weights must be 'imagenet' or None, not {encoder_weights!r}")
         ch = list(self.encoder.out_channels)  # e.g. [C_in, 64, 64, 128, 256, 512]
         self.aspp = ASPP(ch[5], ch[4])
         skips = [ch[4], ch[3], ch[2], ch[1]]
@@ -119,7 +152,7 @@ class ACAAtrousResUNet(nn.Module):
         self.head = nn.Conv2d(decoder_channels[-1], classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)
+        feats = self.encoder(self.normalise(x))
         h = self.aspp(feats[5])
         for block, skip in zip(self.decoder, (feats[4], feats[3], feats[2], feats[1])):
             h = block(h, skip)
@@ -127,14 +160,17 @@ class ACAAtrousResUNet(nn.Module):
 
 
 def create_model(arch: str = "aca_resunet", encoder_name: str = "resnet34", in_channels: int = 1,
-                 classes: int = 1) -> nn.Module:
-    """Build one of `ARCHITECTURES` with random weights (no download: `encoder_weights=None`).
+                 classes: int = 1, encoder_weights: str | None = None) -> nn.Module:
+    """Build one of `ARCHITECTURES`. Nothing is downloaded: `encoder_weights="imagenet"` takes the
+    packaged weights of `mammo.models.pretrained` (aca_resunet only), None leaves them random.
 
-    "aca_resunet": ResNet encoder + ASPP + ACA decoder; "unet": smp.Unet with the same encoder;
+    "aca_resunet": smp encoder + ASPP + ACA decoder; "unet": smp.Unet with the same encoder;
     "aca_unet": the ACA-Atrous decoder on a from-scratch conv encoder (`encoder_name` ignored).
     """
     if arch == "aca_resunet":
-        return ACAAtrousResUNet(in_channels, classes, encoder_name)
+        return ACAAtrousResUNet(in_channels, classes, encoder_name, encoder_weights=encoder_weights)
+    if encoder_weights is not None:
+        raise ValueError(f"encoder_weights={encoder_weights!r} is supported for aca_resunet only")
     if arch == "aca_unet":
         return ACAAtrousResUNet(in_channels, classes, "scratch")
     if arch == "unet":

@@ -9,6 +9,12 @@ The default region is "breast", chosen by measurement: on the CDD-CESM validatio
 (82 images) the per-image lesion Dice is 0.458 with the breast box and 0.381 with the
 fibroglandular box (`python -m training.measure_cascade --split val`): stage 1, trained on
 screen-film DDSM, misses dense tissue on digital and contrast images, and the lesion with it.
+
+Post-processing (what the seed's cascade implies): lesion probability is 0 outside the breast
+(stage 1's breast or the classical breast mask) and inside stage 1's pectoral muscle; each
+8-connected component of the lesion mask is a finding, scored by its maximum probability,
+and returned as a `PatchBox` (label "lesion") in `Result.patches`, best first. The FROC of
+`python -m eval` scores the same components the same way.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import numpy as np
 
 from mammo.datasets.tissue_ddsm import LEVELS, TISSUE_CLASSES
 from mammo.io.meta import ImageMeta
-from mammo.pipelines.base import Result
+from mammo.metrics import detect_candidates
+from mammo.pipelines.base import PatchBox, Result
 from mammo.preprocess import crop_to_breast, expand_window
-from mammo.preprocess.breast import CropWindow
+from mammo.preprocess.breast import CropWindow, breast_mask
 from mammo.preprocess.framing import breast_window_and_flip, frame, unframe
 from mammo.viz import overlay_masks, to_rgb8
 
@@ -43,6 +50,38 @@ def box_with_margin(mask: np.ndarray, margin: float) -> CropWindow | None:
     return expand_window(crop_to_breast(mask, mask)[1], margin)
 
 
+def restrict_lesion(lesion: np.ndarray, labels: np.ndarray, breast: np.ndarray,
+                    exclude_pectoral: bool = True) -> np.ndarray:
+    """Lesion probability float32 (H, W) set to 0 outside the breast and in the pectoral muscle.
+
+    Args:
+        lesion: float32 (H, W) in [0, 1].
+        labels: uint8 (H, W) stage-1 tissue labels (0 background .. 3 pectoral).
+        breast: bool (H, W) classical breast mask; a pixel is breast if stage 1 or it says so
+            (stage 1, trained on film, under-segments some contrast-subtracted images).
+    """
+    allowed = (labels > 0) | breast
+    if exclude_pectoral:
+        allowed &= labels != 3
+    return np.where(allowed, lesion, np.float32(0)).astype(np.float32)
+
+
+def lesion_findings(lesion: np.ndarray, threshold: float) -> list[PatchBox]:
+    """One `PatchBox` per 8-connected component of `lesion >= threshold` (its bounding box,
+    score = its maximum probability, as `mammo.metrics.detect_candidates` scores FROC
+    candidates), highest score first."""
+    labels, scores = detect_candidates(lesion, threshold)
+    if scores.size == 0:
+        return []
+    # Same mask, same 8-connectivity: cv2 numbers the components as detect_candidates did.
+    _, same, stats, _ = cv2.connectedComponentsWithStats((labels > 0).astype(np.uint8), connectivity=8,
+                                                         ltype=cv2.CV_32S)
+    assert np.array_equal(same, labels), "component numbering differs"
+    boxes = [PatchBox(int(y), int(x), int(y + h), int(x + w), float(score), "lesion")
+             for (x, y, w, h), score in zip(stats[1:, :4], scores)]
+    return sorted(boxes, key=lambda b: -(b.score or 0.0))
+
+
 def tissue_label_image(labels: np.ndarray) -> np.ndarray:
     """uint8 (H, W) in the tissue-ddsm label coding: 64 background, 128 adipose, 192
     fibroglandular, 255 pectoral (one channel: a third of the bytes of a colour map to write)."""
@@ -56,10 +95,12 @@ class CascadePipeline:
     description = "Tissue map (ACA-Atrous-ResUNet), then lesion mask inside the fibroglandular region."
 
     def __init__(self, tissue, lesion, tissue_sha: str, lesion_sha: str, region: str = "breast",
-                 margin: float = 0.1, threshold: float = 0.5, tissue_size=(256, 128), lesion_size=(320, 224)):
+                 margin: float = 0.1, threshold: float = 0.5, tissue_size=(256, 128), lesion_size=(320, 224),
+                 postprocess: bool = True, tta: bool = False):
         if region not in REGIONS:
             raise ValueError(f"region must be one of {REGIONS}, not {region!r}")
         self.tissue, self.lesion = tissue, lesion
+        self.postprocess, self.tta = postprocess, tta
         self.weights_sha256 = f"{tissue_sha},{lesion_sha}"
         self.region, self.margin, self.threshold = region, margin, threshold
         self.tissue_size, self.lesion_size = tuple(tissue_size), tuple(lesion_size)
@@ -67,14 +108,23 @@ class CascadePipeline:
     def tissue_probabilities(self, image: np.ndarray, flip: bool) -> np.ndarray:
         """float32 (H, W, 4) tissue class probabilities in the input geometry."""
         x, framing = frame(image, self.tissue_size, None, flip)
-        probs = self.tissue.predict(x[None])  # (4, h, w)
+        probs = self.predict(self.tissue, x[None])  # (4, h, w)
         return unframe(np.ascontiguousarray(probs.transpose(1, 2, 0)), framing)
 
     def lesion_probability(self, image: np.ndarray, window: CropWindow, flip: bool, kind: str) -> np.ndarray:
         """float32 (H, W) lesion probability, 0 outside `window`."""
         x, framing = frame(image, self.lesion_size, window, flip)
         planes = np.stack([x, np.full_like(x, 1.0 if kind == "CM" else 0.0)])
-        return unframe(self.lesion.predict(planes)[0], framing)
+        return unframe(self.predict(self.lesion, planes)[0], framing)
+
+    def predict(self, model, planes: np.ndarray) -> np.ndarray:
+        """float32 (C, h, w) -> (K, h, w) probabilities; with `tta`, the mean with the prediction
+        on the upside-down input (training flips vertically, never left-right: the chest wall
+        stays on the left)."""
+        probs = model.predict(planes)
+        if self.tta:
+            probs = 0.5 * (probs + model.predict(np.ascontiguousarray(planes[:, ::-1]))[:, ::-1])
+        return np.ascontiguousarray(probs)
 
     def run(self, image: np.ndarray, meta: ImageMeta) -> Result:
         """image float32 (H, W) in [0, 1] -> masks/probabilities for breast, the three tissues, lesion."""
@@ -90,14 +140,18 @@ class CascadePipeline:
         if self.region == "fgt":
             window = box_with_margin(labels == 2, self.margin) or window
         lesion = self.lesion_probability(image, window, flip, image_type(meta))
+        if self.postprocess:  # off only to measure what it buys (training.measure_cascade)
+            lesion = restrict_lesion(lesion, labels, breast_mask(image))
+        findings = lesion_findings(lesion, self.threshold)
         timings["lesion"] = time.perf_counter() - t
         masks = {name: labels == v for v, name in enumerate(TISSUE_CLASSES) if v > 0}
         masks["breast"] = labels > 0
-        masks["lesion"] = lesion > self.threshold
+        masks["lesion"] = lesion >= self.threshold  # as lesion_findings and the FROC count it
         probabilities = {name: probs[:, :, v] for v, name in enumerate(TISSUE_CLASSES) if v > 0}
         probabilities["breast"] = 1.0 - probs[:, :, 0]
         probabilities["lesion"] = lesion
-        result = Result(masks=masks, probabilities=probabilities, timings=timings, pipeline=self.name,
+        result = Result(masks=masks, probabilities=probabilities, patches=findings, timings=timings,
+                        pipeline=self.name,
                         weights_sha256=self.weights_sha256,
                         geometry={"input_shape": tuple(image.shape), "flipped": flip,
                                   "crop_box": window.box, "region": self.region, "image_type": image_type(meta)})

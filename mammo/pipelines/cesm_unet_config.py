@@ -8,7 +8,8 @@ the section, the key and the accepted form.
 Keys beyond the original's (added for mammo's data sets and split): in `[train]`, `[eval]` and
 `[test]`: `dataset`, `data_root`, `split_csv`, `split`, `image_types` (use `mammo.datasets` and a
 committed patient-level split instead of an images/masks folder pair); in `[train]`: `threads`
-(CPU threads for tensorflow), `seed`, `crop_margin` (the breast window margin of the framing).
+(CPU threads for tensorflow), `seed`, `crop_margin` (the breast window margin of the framing),
+`time_budget_min` (stop after the epoch that ends past it; 0 = none).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
                        "a non-negative integer (0 = tensorflow's default)", 0),
         "seed": Key(_is_int, "an integer, e.g. 137", 137),
         "crop_margin": Key(_fraction, "a number in [0, 1), e.g. 0.05", 0.05),
+        "time_budget_min": Key(lambda v: _number(v) and v >= 0,
+                               "a non-negative number of minutes (0 = no budget)", 0),
     },
     "eval": dict(DATA_KEYS),
     "test": dict(DATA_KEYS),

@@ -30,17 +30,32 @@ def write_plot(rows: list[dict[str, float]], keys: list[str], path: Path) -> Non
     plt.close(fig)
 
 
-def metrics_logger(keras, eval_dir: Path, metric_names: list[str]):
+def read_rows(eval_dir: Path) -> list[dict[str, float]]:
+    """The epochs already logged in `eval_dir` (both CSVs merged by epoch), for a resumed run."""
+    by_epoch: dict[int, dict[str, float]] = {}
+    for name in ("train_metrics", "train_losses"):
+        path = eval_dir / f"{name}.csv"
+        if path.is_file():
+            with path.open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    epoch = int(row.pop("epoch"))
+                    by_epoch.setdefault(epoch, {"epoch": epoch}).update({k: float(v) for k, v in row.items()})
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def metrics_logger(keras, eval_dir: Path, metric_names: list[str], resume: bool = False):
     """A callback appending `train_metrics.csv` (epoch, each metric and val_ metric) and
-    `train_losses.csv` (epoch, loss, val_loss) to `eval_dir` each epoch, with a PNG plot of each."""
+    `train_losses.csv` (epoch, loss, val_loss) to `eval_dir` each epoch, with a PNG plot of each.
+    `resume`: keep the epochs already logged there (a re-logged epoch replaces its old row)."""
 
     class MetricsLogger(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.rows: list[dict[str, float]] = []
+            self.rows: list[dict[str, float]] = read_rows(eval_dir) if resume else []
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = dict(logs or {})
+            self.rows = [r for r in self.rows if r["epoch"] < epoch + 1]
             self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()
                                                     if np.ndim(v) == 0}})
             metrics = [k for m in metric_names for k in (m, f"val_{m}")]
@@ -88,3 +103,25 @@ def epoch_change_infer(keras, images: np.ndarray, truth: np.ndarray | None, out_
             cv2.imwrite(str(out_dir / f"epoch_{epoch + 1:03d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
     return EpochChangeInfer()
+
+
+def time_budget(keras, minutes: float):
+    """A callback that stops training after the first epoch that ends past `minutes` of this
+    process's training (the crash-safe resume is BackupAndRestore's; its folder is kept)."""
+    import time
+
+    class TimeBudget(keras.callbacks.Callback):
+        spent = False  # True once the budget stopped the run (the backup is then kept)
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            spent = (time.perf_counter() - self.start) / 60
+            if spent >= minutes and epoch + 1 < self.params.get("epochs", epoch + 2):
+                print(f"time budget of {minutes:g} min spent ({spent:.1f} min); stopping after epoch {epoch + 1}",
+                      flush=True)
+                self.model.stop_training = True
+                self.spent = True
+
+    return TimeBudget()

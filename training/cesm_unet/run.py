@@ -16,7 +16,7 @@ from mammo.io import read_image
 from mammo.models.keras_unet import KerasUNet, build_unet, compile_unet, custom_objects, set_threads
 from mammo.pipelines.cesm_unet import CesmUnetPipeline
 from mammo.pipelines.cesm_unet_config import architecture, has_data, load_config
-from training.cesm_unet.callbacks import epoch_change_infer, metrics_logger
+from training.cesm_unet.callbacks import epoch_change_infer, metrics_logger, read_rows, time_budget
 from training.cesm_unet.data import Augmenter, KerasFramed, list_images, load_section
 
 WEIGHTS_FILE, MODEL_FILE = "best.weights.h5", "best.keras"
@@ -54,12 +54,24 @@ def _mini_test(config: dict, val: KerasFramed) -> tuple[np.ndarray, np.ndarray |
 def _callbacks(keras, config: dict, val: KerasFramed) -> list:
     t, model_dir = config["train"], Path(config["train"]["model_dir"])
     target = model_dir / (WEIGHTS_FILE if t["save_weights_only"] else MODEL_FILE)
+    backup = model_dir / "backup"
+    resuming = backup.is_dir() and any(backup.iterdir())
+    if resuming:
+        print(f"resuming from {backup} (BackupAndRestore)", flush=True)
+    # A resumed run must not overwrite the best checkpoint with a worse epoch.
+    logged = [r["val_loss"] for r in read_rows(Path(t["eval_dir"])) if "val_loss" in r] if resuming else []
     callbacks = [
+        # First, so that a resumed run restores the weights, optimizer and epoch before the
+        # others run. Kept after a time-budget stop (train() deletes it when the run is over).
+        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=t["patience"], verbose=1),
         keras.callbacks.ModelCheckpoint(str(target), monitor="val_loss", save_best_only=True,
-                                        save_weights_only=t["save_weights_only"], verbose=1),
-        metrics_logger(keras, Path(t["eval_dir"]), config["model"]["metrics"]),
+                                        save_weights_only=t["save_weights_only"], verbose=1,
+                                        initial_value_threshold=min(logged) if logged else None),
+        metrics_logger(keras, Path(t["eval_dir"]), config["model"]["metrics"], resume=resuming),
     ]
+    if t["time_budget_min"]:
+        callbacks.append(time_budget(keras, t["time_budget_min"]))
     if t["learning_rate_reducer"]:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=t["reducer_factor"],
                                                            patience=t["reducer_patience"], verbose=1))
@@ -93,9 +105,15 @@ def train(config_file: str | Path) -> Path:
     m = config["model"]
     compile_unet(model, m["learning_rate"], m["loss"], m["metrics"])
     augmenter = Augmenter(train_data, t["batch_size"], t["seed"], m["generator"])
+    callbacks = _callbacks(keras, config, val)
     model.fit(_batches(augmenter), steps_per_epoch=len(augmenter), epochs=t["epochs"],
               validation_data=(val.x, val.y), validation_batch_size=t["batch_size"],
-              callbacks=_callbacks(keras, config, val), verbose=2)
+              callbacks=callbacks, verbose=2)
+    if not any(getattr(cb, "spent", False) for cb in callbacks):  # finished: no resume left to do
+        shutil.rmtree(model_dir / "backup", ignore_errors=True)
+    else:
+        print(f"stopped by the time budget; run the same command again to resume from {model_dir / 'backup'}",
+              flush=True)
     return model_dir / (WEIGHTS_FILE if t["save_weights_only"] else MODEL_FILE)
 
 
