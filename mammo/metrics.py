@@ -263,7 +263,8 @@ def detect_candidates(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndar
     p = np.asarray(prob)
     if p.ndim != 2:
         raise ValueError(f"prob must be 2-D (H, W), got shape {p.shape}")
-    p = p.astype(np.float64)
+    if not np.issubdtype(p.dtype, np.floating):  # bool (or int) masks; float maps are used as they are
+        p = p.astype(np.float64)
     k, labels = _components(p >= threshold)
     scores = np.full(k, -np.inf)
     inside = labels > 0

@@ -64,7 +64,7 @@ def test_tissue_dice_on_validation_films(cascade) -> None:
             dices[name].append(dice_iou(result.masks[name], sample.masks[name])[0])
     means = {k: float(np.mean(v)) for k, v in dices.items()}
     print("tissue val Dice", means)
-    assert np.mean(list(means.values())) > 0.80
+    assert np.mean(list(means.values())) > 0.83  # 0.841 measured (flip TTA on)
 
 
 def test_lesion_found_on_cdd_cesm_validation(cascade) -> None:
@@ -77,6 +77,20 @@ def test_lesion_found_on_cdd_cesm_validation(cascade) -> None:
              for s in (ds[i] for i in range(0, len(ds), 4))]
     print(f"lesion Dice on every 4th val image: mean {np.mean(dices):.3f} (n={len(dices)})")
     assert np.mean(dices) > 0.4
+
+
+def test_mias_normal_films_are_not_marked(cascade) -> None:
+    """Lesion-free MIAS films (validation rows): at most 1% of the breast marked lesion on average
+    (the issue's bound; 0.0 measured, with no finding on any of the 23 films)."""
+    from conftest import require_data
+
+    from training.measure_cascade import normal_refs
+
+    shares = []
+    for sample in normal_refs(str(require_data("mias")), "val"):
+        result = cascade.run(sample.image, sample.meta)
+        shares.append(result.masks["lesion"].sum() / max(1, result.masks["breast"].sum()))
+    assert len(shares) >= 20 and np.mean(shares) <= 0.01
 
 
 def test_speed_benchmark_reports_a_ratio(cascade) -> None:
@@ -92,16 +106,23 @@ def test_speed_benchmark_reports_a_ratio(cascade) -> None:
 
 def test_lesion_never_outside_breast_or_in_pectoral() -> None:
     lesion = np.full((40, 30), 0.9, np.float32)
-    labels = np.zeros((40, 30), np.uint8)
-    labels[:, :20] = 2          # fibroglandular
-    labels[:10, :8] = 3         # pectoral, top corner
-    classical = np.zeros((40, 30), bool)
-    classical[:, :24] = True    # the classical mask reaches 4 columns further
-    out = restrict_lesion(lesion, labels, classical)
+    breast = np.zeros((40, 30), bool)
+    breast[:, :24] = True
+    pectoral = np.zeros((40, 30), bool)
+    pectoral[:10, :8] = True
+    out = restrict_lesion(lesion, breast, pectoral)
     assert out.dtype == np.float32
     assert (out[:10, :8] == 0).all() and (out[:, 24:] == 0).all()
     assert (out[20:, :24] == np.float32(0.9)).all()
-    assert (restrict_lesion(lesion, labels, classical, exclude_pectoral=False)[:10, :8] > 0).all()
+    assert (restrict_lesion(lesion, breast)[:10, :8] > 0).all()
+
+
+def test_pectoral_only_on_views_that_show_it() -> None:
+    from mammo.io.meta import ImageMeta
+    from mammo.pipelines.cascade import shows_pectoral
+
+    assert shows_pectoral(ImageMeta(view="MLO")) and shows_pectoral(ImageMeta(view=None))
+    assert not shows_pectoral(ImageMeta(view="CC")) and not shows_pectoral(ImageMeta(view="xccl"))
 
 
 def test_findings_are_components_scored_by_their_maximum() -> None:
@@ -121,12 +142,14 @@ def test_findings_in_the_pipeline_result(cascade) -> None:
 
     from mammo.datasets import load_dataset
 
-    sample = load_dataset("cdd-cesm", require_data("cdd_cesm"), split="val")[0]
+    ds = load_dataset("cdd-cesm", require_data("cdd_cesm"), split="val")
+    sample = ds[next(i for i, name in enumerate(ds.ids) if name.endswith("_MLO"))]
     result = cascade.run(sample.image, sample.meta)
     prob, tissue = result.probabilities["lesion"], result.masks
     from mammo.preprocess.breast import breast_mask
 
-    assert (prob[tissue["pectoral"]] == 0).all()
+    sure_pectoral = result.probabilities["pectoral"] >= 0.97
+    assert sample.meta.view == "MLO" and (prob[sure_pectoral] == 0).all()
     assert (prob[~(tissue["breast"] | breast_mask(sample.image))] == 0).all()
     assert not (result.masks["lesion"] & tissue["pectoral"]).any()
     for box in result.patches:

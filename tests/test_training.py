@@ -157,3 +157,28 @@ def test_negatives_are_lesion_free_mias_films() -> None:
     normal = {s.image_id for s in ds if all(r[0] == "NORM" for r in s.extra["rows"])}
     assert set(neg.ids) == normal
     assert load_negatives(TrainConfig(task="lesion"), "val") is None
+
+
+def test_compare_runs_on_equal_time(tmp_path: Path) -> None:
+    import yaml
+
+    from training.compare_runs import describe, plot, table
+
+    def run(name: str, encoder: str, scores: list[float], seconds: float) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"encoder": encoder, "encoder_weights": "imagenet",
+                                                            "input_size": [512, 256]}))
+        rows = [{"epoch": i, "score": s, "seconds": seconds, "dice_fibroglandular": s} for i, s in enumerate(scores)]
+        (folder / "metrics.json").write_text(json.dumps({"history": rows}))
+        return folder
+
+    fast = describe(run("fast", "tu-tf_efficientnet_lite0", [0.5, 0.8, 0.7, 0.9], 300), minutes=10)
+    slow = describe(run("slow", "vgg16", [0.6, 0.95], 900), minutes=10)
+    assert fast["budget"]["score"] == 0.8 and fast["all"]["score"] == 0.9 and fast["minutes"] == 20
+    assert slow["budget"] is None and slow["all"]["score"] == 0.95
+    text = table([fast, slow], 10)
+    assert "| fast | tu-tf_efficientnet_lite0 | ImageNet | 512x256 | 0.8000 (0.800; epoch 2, 10 min)" in text
+    assert "| slow | vgg16 | ImageNet | 512x256 | - | 0.9500" in text
+    plot([fast, slow], tmp_path / "cmp.png", 10)
+    assert (tmp_path / "cmp.png").stat().st_size > 1000

@@ -22,7 +22,8 @@ import yaml
 from tests.conftest import require_data
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["input_size=[64,32]", "encoder=resnet18", "encoder_weights=", "val_overlays=0", "t0=3", "t_mult=1"]
+SMALL = ["name=cascade-tissue", "input_size=[64,32]", "encoder=resnet18", "encoder_weights=", "val_overlays=0", "t0=3",
+         "t_mult=1"]
 
 
 def _space(tmp_path: Path, epochs: int) -> Path:

@@ -28,6 +28,15 @@ LICENCES = {"tissue-ddsm": "GPL-3.0 (trained on GPLv3 data)",
             "mias": "research use; trained on mini-MIAS (cite the MIAS database)"}
 
 
+def data_description(config: TrainConfig) -> str:
+    """The training data in words, negatives included."""
+    text = DATA_NAMES.get(config.dataset, config.dataset)
+    if config.negative_dataset and config.task == "lesion":
+        text += (f"; plus the lesion-free ({config.negative_dataset}) films of {config.negative_split}'s "
+                 f"training rows as negatives ({LICENCES.get(config.negative_dataset, 'see its licence')})")
+    return text
+
+
 def _rounded_state(state: dict, fp16: bool) -> dict:
     return {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
@@ -83,7 +92,7 @@ def export_run(run_dir: Path, name: str, pipeline: str, tolerance: float = 0.002
         "file": f"weights/{target.name}", "sha256": sha256_file(target), "size_bytes": target.stat().st_size,
         "hub": {"repo_id": hub_repo, "filename": target.name, "revision": None},
         "input_size": list(config.input_size), "classes": classes,
-        "training": {"data": DATA_NAMES.get(config.dataset, config.dataset), "split": config.split,
+        "training": {"data": data_description(config), "split": config.split,
                      "command": _command(run_dir, name)},
         "metrics": metrics, "licence": LICENCES.get(config.dataset, "see the data set's licence"),
     }

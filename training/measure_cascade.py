@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         "speed": lambda: measure_speed(pipes["breast"]),
         "tissue": lambda: measure_tissue({k: pipes[k] for k in ("breast", tta_key)}, f"{args.data}/tissue_ddsm",
                                          args.split),
-        "lesion": lambda: measure_lesion(pipes, f"{args.data}/cdd_cesm", args.split),
+        # flip TTA is a stage-1 switch: it changes the lesion numbers only through the pectoral mask
+        "lesion": lambda: measure_lesion({k: v for k, v in pipes.items() if k != tta_key}, f"{args.data}/cdd_cesm",
+                                         args.split),
         "normals": lambda: measure_normals({k: pipes[k] for k in ("breast", "breast-raw")},
                                            f"{args.data}/mias", args.split),
     }
