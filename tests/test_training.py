@@ -157,6 +157,11 @@ def test_negatives_are_lesion_free_mias_films() -> None:
     normal = {s.image_id for s in ds if all(r[0] == "NORM" for r in s.extra["rows"])}
     assert set(neg.ids) == normal
     assert load_negatives(TrainConfig(task="lesion"), "val") is None
+    cfg.extra_positives = True  # films with outlined masses join as positives
+    both = load_negatives(cfg, "val")
+    masses = {s.image_id for s in ds if s.masks.get("lesion") is not None and s.masks["lesion"].any()}
+    assert set(both.ids) >= normal | masses and len(masses) >= 5
+    assert all(both.y[i].any() for i, name in enumerate(both.ids) if name in masses)
 
 
 def test_compare_runs_on_equal_time(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ class TrainConfig:
     negative_dataset: str = ""
     negative_root: str = ""
     negative_split: str = ""
+    extra_positives: bool = False        # also add negative_dataset's films with outlined masses as positives
     edge_weight: float = 1.0             # lesion BCE weight of lesion-free pixels near the skin line
     edge_band: int = 12                  # width of that band, in model pixels
     time_budget_min: float = 0.0         # stop after the first epoch that ends past this (0: no budget)

@@ -86,9 +86,15 @@ def load_negatives(config: TrainConfig, split: str) -> Framed | None:
     if not config.negative_dataset or config.task != "lesion":
         return None
     ds = load_dataset(config.negative_dataset, config.negative_root, split=f"{config.negative_split}:{split}")
-    samples = [s for s in tqdm(ds, desc=f"negatives {split}", unit="img", leave=False) if is_lesion_free(s)]
-    for s in samples:
-        s.masks["lesion"] = np.zeros(s.image.shape, bool)
+    samples = []
+    for s in tqdm(ds, desc=f"negatives {split}", unit="img", leave=False):
+        if is_lesion_free(s):
+            s.masks["lesion"] = np.zeros(s.image.shape, bool)
+            samples.append(s)
+        elif config.extra_positives and s.masks.get("lesion") is not None:
+            # Films with their masses outlined (MIAS: circles; calcification-only films: none),
+            # so that "film" is not a cue for "no lesion" when every positive is digital.
+            samples.append(s)
     return _frame_all(samples, config, f"framing negatives {split}") if samples else None
 
 

@@ -32,8 +32,10 @@ def data_description(config: TrainConfig) -> str:
     """The training data in words, negatives included."""
     text = DATA_NAMES.get(config.dataset, config.dataset)
     if config.negative_dataset and config.task == "lesion":
-        text += (f"; plus the lesion-free ({config.negative_dataset}) films of {config.negative_split}'s "
-                 f"training rows as negatives ({LICENCES.get(config.negative_dataset, 'see its licence')})")
+        kinds = "lesion-free films as negatives and its films with outlined masses as positives" \
+            if config.extra_positives else "lesion-free films as negatives"
+        text += (f"; plus {config.negative_dataset} ({config.negative_split}, training rows): {kinds} "
+                 f"({LICENCES.get(config.negative_dataset, 'see its licence')})")
     return text
 
 
