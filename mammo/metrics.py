@@ -246,12 +246,33 @@ class ImageDetections:
         self._lesion_scores = best
 
 
+def _components_with_stats(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count, int32 labels (H, W), int32 stats (count, 5)) of the 8-connected components of a
+    bool mask; 0 = background, stats row k-1 = cv2's (x, y, w, h, area) of component k."""
+    import cv2
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8,
+                                                            ltype=cv2.CV_32S)
+    return n - 1, labels, stats[1:]
+
+
 def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
     """(count, int32 labels (H, W)) of the 8-connected components of a bool mask; 0 = background."""
-    import cv2
-    n, labels, _, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8,
-                                                        ltype=cv2.CV_32S)
-    return n - 1, labels
+    n, labels, _ = _components_with_stats(mask)
+    return n, labels
+
+
+def _candidates(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, scores, stats) of `detect_candidates`, plus each candidate's cv2 stats row."""
+    p = np.asarray(prob)
+    if p.ndim != 2:
+        raise ValueError(f"prob must be 2-D (H, W), got shape {p.shape}")
+    if not np.issubdtype(p.dtype, np.floating):  # bool (or int) masks; float maps are used as they are
+        p = p.astype(np.float64)
+    k, labels, stats = _components_with_stats(p >= threshold)
+    scores = np.full(k, -np.inf)
+    inside = labels > 0
+    np.maximum.at(scores, labels[inside] - 1, p[inside])
+    return labels, scores, stats
 
 
 def detect_candidates(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -260,16 +281,16 @@ def detect_candidates(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndar
     prob: float (H, W) in [0, 1], or a bool mask (True = 1.0, False = 0.0). Returns (labels int32
     (H, W), 0 = background, 1..K = candidates; scores float64 (K,), scores[k-1] = max prob in k).
     """
-    p = np.asarray(prob)
-    if p.ndim != 2:
-        raise ValueError(f"prob must be 2-D (H, W), got shape {p.shape}")
-    if not np.issubdtype(p.dtype, np.floating):  # bool (or int) masks; float maps are used as they are
-        p = p.astype(np.float64)
-    k, labels = _components(p >= threshold)
-    scores = np.full(k, -np.inf)
-    inside = labels > 0
-    np.maximum.at(scores, labels[inside] - 1, p[inside])
+    labels, scores, _ = _candidates(prob, threshold)
     return labels, scores
+
+
+def candidate_boxes(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates of `detect_candidates` as boxes: (scores float64 (K,), boxes int (K, 4) as
+    (y0, x0, y1, x1), end-exclusive, in the order of the candidate labels)."""
+    _, scores, stats = _candidates(prob, threshold)
+    x, y, w, h = (stats[:, i].astype(int) for i in range(4))
+    return scores, np.stack([y, x, y + h, x + w], axis=1) if scores.size else np.zeros((0, 4), int)
 
 
 def match_detections(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> ImageDetections:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mammo.datasets import load_dataset
 from mammo.metrics import FROC_RATES, dice_iou, froc_sensitivities, match_detections, with_ci
 from mammo.pipelines.cascade import REGIONS, CascadePipeline, build
+from training.data import is_lesion_free
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 TISSUES = ("adipose", "fibroglandular", "pectoral")
@@ -106,7 +107,7 @@ def measure_lesion(pipes: dict[str, CascadePipeline], root: str, split: str) -> 
 def normal_refs(root: str, split: str):
     """MIAS samples of `split` whose every Info.txt row is NORM."""
     for sample in load_dataset("mias", root, split=split):
-        if all(row[0] == "NORM" for row in sample.extra["rows"]):
+        if is_lesion_free(sample):
             yield sample
 
 

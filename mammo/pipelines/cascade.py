@@ -28,7 +28,7 @@ import numpy as np
 
 from mammo.datasets.tissue_ddsm import LEVELS, TISSUE_CLASSES
 from mammo.io.meta import ImageMeta
-from mammo.metrics import detect_candidates
+from mammo.metrics import candidate_boxes
 from mammo.pipelines.base import PatchBox, Result
 from mammo.preprocess import crop_to_breast, expand_window
 from mammo.preprocess.breast import CropWindow, breast_mask
@@ -82,16 +82,10 @@ def lesion_findings(lesion: np.ndarray, threshold: float) -> list[PatchBox]:
     """One `PatchBox` per 8-connected component of `lesion >= threshold` (its bounding box,
     score = its maximum probability, as `mammo.metrics.detect_candidates` scores FROC
     candidates), highest score first."""
-    labels, scores = detect_candidates(lesion, threshold)
-    if scores.size == 0:
-        return []
-    # Same mask, same 8-connectivity: cv2 numbers the components as detect_candidates did.
-    _, same, stats, _ = cv2.connectedComponentsWithStats((labels > 0).astype(np.uint8), connectivity=8,
-                                                         ltype=cv2.CV_32S)
-    assert np.array_equal(same, labels), "component numbering differs"
-    boxes = [PatchBox(int(y), int(x), int(y + h), int(x + w), float(score), "lesion")
-             for (x, y, w, h), score in zip(stats[1:, :4], scores)]
-    return sorted(boxes, key=lambda b: -(b.score or 0.0))
+    scores, boxes = candidate_boxes(lesion, threshold)
+    found = [PatchBox(int(y0), int(x0), int(y1), int(x1), float(score), "lesion")
+             for (y0, x0, y1, x1), score in zip(boxes, scores)]
+    return sorted(found, key=lambda b: -(b.score or 0.0))
 
 
 def tissue_label_image(labels: np.ndarray) -> np.ndarray:
@@ -145,7 +139,8 @@ class CascadePipeline:
         t = time.perf_counter()
         # The breast box is cut exactly as stage 2 was trained (classical mask, 5% margin); it is
         # also the fallback when stage 1 finds no fibroglandular tissue.
-        window, flip = breast_window_and_flip(image, BREAST_MARGIN)
+        classical = breast_mask(image)  # also the post-processing's fallback breast
+        window, flip = breast_window_and_flip(image, BREAST_MARGIN, classical)
         probs = self.tissue_probabilities(image, flip)
         labels = probs.argmax(axis=2).astype(np.uint8)
         timings["tissue"] = time.perf_counter() - t
@@ -155,7 +150,7 @@ class CascadePipeline:
         lesion = self.lesion_probability(image, window, flip, image_type(meta))
         if self.postprocess:  # off only to measure what it buys (training.measure_cascade)
             pectoral = probs[:, :, 3] >= PECTORAL_CONFIDENCE if shows_pectoral(meta) else None
-            lesion = restrict_lesion(lesion, (labels > 0) | breast_mask(image), pectoral)
+            lesion = restrict_lesion(lesion, (labels > 0) | classical, pectoral)
         findings = lesion_findings(lesion, self.threshold)
         timings["lesion"] = time.perf_counter() - t
         masks = {name: labels == v for v, name in enumerate(TISSUE_CLASSES) if v > 0}

@@ -32,7 +32,8 @@ class Framing:
     letterbox: Letterbox
 
 
-def breast_window_and_flip(image: np.ndarray, margin: float) -> tuple[CropWindow, bool]:
+def breast_window_and_flip(image: np.ndarray, margin: float,
+                           mask: np.ndarray | None = None) -> tuple[CropWindow, bool]:
     """The breast's bounding box grown by `margin` x its size, and whether the chest wall is on
     the right (so `frame` must flip). Training and the pipelines both call this, so a crop seen
     at inference is cut as in training.
@@ -40,8 +41,9 @@ def breast_window_and_flip(image: np.ndarray, margin: float) -> tuple[CropWindow
     Args:
         image: float32 (H, W) in [0, 1].
         margin: fraction of the box's height/width added on each side.
+        mask: bool (H, W) `breast_mask(image)` when the caller has it already (else computed).
     """
-    mask = breast_mask(image)
+    mask = breast_mask(image) if mask is None else mask
     window = expand_window(crop_to_breast(image, mask)[1], margin)
     return window, chest_wall_side(image, mask) == "right"
 
