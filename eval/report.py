@@ -115,7 +115,8 @@ def render_report(data: ReportData) -> str:
     """The whole page as a string."""
     figures = [("roc", "ROC curves", _roc_figure(data.roc)),
                ("dice", "Dice per class", _dice_figure(data.dice)),
-               ("froc", "FROC", _froc_figure(data.froc))]
+               ("froc", "FROC", _froc_figure(data.froc)),
+               ("calibration", "Reliability of the scores", _reliability_figure(data.metrics))]
     parts = [_header(data), _summary(data.metrics), _conventions(data.metrics)]
     first = True
     for anchor, heading, fig in figures:
@@ -159,6 +160,8 @@ def _metric_rows(section: str, entries: dict) -> list[tuple[str, str, str, str]]
         for key, value in (metrics or {}).items():
             if key == "froc" and isinstance(value, dict):
                 rows += [(section, name, f"sensitivity @ {r} FP/image", fmt_ci(v)) for r, v in value.items()]
+            elif key == "calibration" and isinstance(value, dict):
+                rows.append((section, name, "expected calibration error", fmt_ci(value.get("ece"))))
             else:
                 rows.append((section, name, key, fmt_ci(value)))
     return rows
@@ -231,6 +234,33 @@ def _roc_figure(curves: list[RocCurve]) -> go.Figure | None:
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"}, name="chance")
     fig.update_layout(xaxis_title="1 − specificity (FPR)", yaxis_title="sensitivity (TPR)", height=500,
                       xaxis={"range": [0, 1]}, yaxis={"range": [0, 1.02]}, legend={"x": 0.35, "y": 0.05})
+    return fig
+
+
+def _reliability_figure(metrics: dict) -> go.Figure | None:
+    """Per label: fraction of positives against the mean score in each score bin (marker area ~
+    images in the bin), beside the diagonal of perfect calibration; the legend gives the ECE."""
+    fig, drawn = go.Figure(), False
+    for i, (label, entry) in enumerate((metrics.get("classification") or {}).items()):
+        cal = (entry or {}).get("calibration")
+        if not cal:
+            continue
+        rel = cal["reliability"]
+        keep = [j for j, n in enumerate(rel["count"]) if n]
+        if not keep:
+            continue
+        sizes = [8 + 30 * (rel["count"][j] / max(rel["count"])) ** 0.5 for j in keep]
+        fig.add_scatter(x=[rel["mean_score"][j] for j in keep], y=[rel["fraction_positive"][j] for j in keep],
+                        mode="lines+markers", marker={"size": sizes, "color": _color(label, i)},
+                        line={"color": _color(label, i)}, name=f"{label}: ECE {fmt_ci(cal['ece'])}",
+                        text=[f"{rel['count'][j]} images" for j in keep])
+        drawn = True
+    if not drawn:
+        return None
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"},
+                    name="perfectly calibrated")
+    fig.update_layout(xaxis_title="mean score in the bin", yaxis_title="fraction positive in the bin",
+                      height=450, xaxis={"range": [0, 1]}, yaxis={"range": [-0.02, 1.02]})
     return fig
 
 

@@ -26,6 +26,7 @@ from eval.table import (
     write_rows,
 )
 from mammo import metrics as M
+from mammo.calibration import reliability
 from mammo.datasets import DatasetLoader
 
 LABELS = ("malignant", "benign")
@@ -201,6 +202,14 @@ def classification_entry(labels: np.ndarray, scores: np.ndarray, groups: list[st
     for k, key in enumerate(("sensitivity", "specificity")):
         entry[key] = _estimate(lambda i, k=k: M.sensitivity_specificity(labels[i], scores[i], THRESHOLD)[k],
                                groups, n_resamples, seed)
+    # Are the scores probabilities? Expected calibration error (10 equal-width bins) with its CI,
+    # and the reliability diagram's bins (report.html draws them).
+    bins = reliability(np.clip(scores, 0, 1), labels)
+    entry["calibration"] = {"ece": _estimate(lambda i: reliability(np.clip(scores[i], 0, 1), labels[i])["ece"],
+                                             groups, n_resamples, seed),
+                            "reliability": {k: [None if v != v else round(v, 4) for v in bins[k]]
+                                            if k != "count" else bins[k]
+                                            for k in ("bin_edges", "mean_score", "fraction_positive", "count")}}
     return entry
 
 

@@ -31,7 +31,7 @@ from mammo.export import make_overlay, write_png, write_result
 from mammo.io import ImageMeta, read_image
 from mammo.pipelines.base import STANDARD_CLASSES, Result
 from mammo.pipelines.registry import PIPELINES, check_name, get_pipeline
-from mammo.viz import draw_boxes, heatmap_overlay, to_rgb8
+from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8
 from mammo.weights import (
     WeightsEntry,
     WeightsIntegrityError,
@@ -299,7 +299,8 @@ def map_views(pred: Prediction, side: int = DISPLAY_SIDE) -> list[tuple[np.ndarr
     views = []
     for kind, maps in (("probability", pred.result.probabilities), ("saliency", pred.result.saliency)):
         for name, heat in maps.items():
-            # The colour scale is absolute (0..1), so a weak map looks faint; the caption says how weak.
+            # Colours span 0..the map's maximum (a weak map still shows where it points); the colour
+            # bar and the caption give the values, so a weak map is not mistaken for a confident one.
             caption = f"{kind}: {name} (max {float(heat.max()):.2f})"
             views.append((heatmap_overlay(small, _shrink(heat, scale)), caption))
     return views
@@ -311,7 +312,7 @@ def patch_view(pred: Prediction, side: int = DISPLAY_SIDE) -> np.ndarray | None:
         return None
     scale = _display_scale(pred.image.shape, side)
     boxes = [tuple(round(v * scale) for v in (p.y0, p.x0, p.y1, p.x1)) for p in pred.result.patches]
-    return draw_boxes(to_rgb8(_shrink(pred.image, scale)), boxes)
+    return draw_boxes(to_rgb8(_shrink(pred.image, scale)), boxes, labels=patch_labels(pred.result.patches))
 
 
 def score_rows(pred: Prediction) -> list[dict[str, Any]]:

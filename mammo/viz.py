@@ -107,24 +107,62 @@ def compare_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarra
     return out
 
 
-def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, vmax: float | None = None,
+                    colorbar: bool = True) -> np.ndarray:
     """A map float (H, W) in [0, 1] as a JET colour wash over the grey image (H, W) -> uint8 RGB.
 
-    The colour is weighted by the map itself, so zero stays plain grey and only the hot parts show.
+    The colours span [0, vmax]; vmax defaults to the map's own maximum (at least 0.05, so that a
+    flat near-zero map is not blown up into noise): a map that peaks at 0.2 is then as visible as
+    one that peaks at 1, and the colour bar on the right (H, +bar) says what the colours mean in
+    the map's own units. The colour is weighted by the scaled map, so zero stays plain grey.
     """
     grey = to_rgb8(image).astype(np.float32)
-    heat = np.clip(heat, 0, 1).astype(np.float32)
-    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET),
+    heat = np.clip(np.nan_to_num(heat), 0, 1).astype(np.float32)
+    top = float(vmax) if vmax is not None else max(float(heat.max()), 0.05)
+    scaled = np.clip(heat / top, 0, 1)
+    colour = cv2.cvtColor(cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET),
                           cv2.COLOR_BGR2RGB).astype(np.float32)
-    weight = (alpha * heat)[:, :, None]
-    return np.clip(grey * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
+    weight = (alpha * scaled)[:, :, None]
+    out = np.clip(grey * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
+    return np.concatenate([out, colour_bar(out.shape[0], top)], axis=1) if colorbar else out
+
+
+def colour_bar(height: int, vmax: float) -> np.ndarray:
+    """uint8 RGB (height, ~height/6) JET bar from 0 (bottom) to vmax (top), with three value labels."""
+    width = max(24, height // 6)
+    ramp = np.linspace(255, 0, height).astype(np.uint8)[:, None].repeat(max(6, width // 3), axis=1)
+    bar = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    panel = np.full((height, width, 3), 255, np.uint8)
+    panel[:, :bar.shape[1]] = bar
+    scale = max(0.3, height / 900)
+    for frac in (0.0, 0.5, 1.0):
+        y = int(np.clip((1 - frac) * (height - 1), 12 * scale, height - 4))
+        cv2.putText(panel, f"{frac * vmax:.2f}", (bar.shape[1] + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), max(1, int(scale * 2)), cv2.LINE_AA)
+    return panel
 
 
 def draw_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], color: tuple[int, int, int] = (40, 120, 255),
-               thickness: int | None = None) -> np.ndarray:
-    """Draw (y0, x0, y1, x1) rectangles on a copy of a uint8 RGB image."""
+               thickness: int | None = None, labels: list[str] | None = None) -> np.ndarray:
+    """Draw (y0, x0, y1, x1) rectangles on a copy of a uint8 RGB image; `labels` (one per box,
+    e.g. "1 0.42": rank and score) are written on a filled tab at each box's top-left corner."""
     out = rgb.copy()
     thickness = thickness or max(1, round(max(rgb.shape[:2]) / 400))
-    for y0, x0, y1, x1 in boxes:
+    scale = max(0.4, max(rgb.shape[:2]) / 1600)
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), color, thickness)
+        if labels is None or i >= len(labels) or not labels[i]:
+            continue
+        (tw, th), base = cv2.getTextSize(labels[i], cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thickness))
+        top = max(0, int(y0) - th - base - 2) if int(y0) >= th + base + 2 else int(y0)
+        cv2.rectangle(out, (int(x0), top), (int(x0) + tw + 4, top + th + base + 2), color, -1)
+        cv2.putText(out, labels[i], (int(x0) + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), max(1, thickness), cv2.LINE_AA)
     return out
+
+
+def patch_labels(patches: list) -> list[str]:
+    """"rank score" for each `PatchBox` (rank 1 = the highest score), e.g. "1 0.42"."""
+    order = sorted(range(len(patches)), key=lambda i: -(patches[i].score or 0.0))
+    rank = {i: r + 1 for r, i in enumerate(order)}
+    return [f"{rank[i]}" + ("" if p.score is None else f" {p.score:.2f}") for i, p in enumerate(patches)]

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from mammo.calibration import Temperature
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = REPO_ROOT / "weights_manifest.yaml"
 MANIFEST_ENV = "MAMMO_WEIGHTS_MANIFEST"
@@ -78,6 +80,14 @@ class PretrainedInfo:
 
 
 @dataclass(frozen=True)
+class CalibrationInfo:
+    """Per-class temperature scaling of the scores (`mammo.calibration`) and what it was fitted on."""
+
+    fitted_on: str
+    classes: Mapping[str, Temperature]
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """One weights file of the manifest (see `weights_manifest.yaml` for the meaning of keys)."""
 
@@ -95,6 +105,7 @@ class WeightsEntry:
     metrics: Mapping[str, float]
     licence: str
     pretrained: PretrainedInfo | None = None  # optional key; None: trained from random weights
+    calibration: CalibrationInfo | None = None  # optional key; None: scores are shipped uncalibrated
 
 
 def _fail(where: str, key: str, problem: str) -> ManifestError:
@@ -189,7 +200,7 @@ def _parse_metrics(raw: Mapping[str, Any], where: str) -> Mapping[str, float]:
     return MappingProxyType({key: float(value) for key, value in metrics.items()})
 
 
-_OPTIONAL_KEYS = ("pretrained",)
+_OPTIONAL_KEYS = ("pretrained", "calibration")
 _ENTRY_KEYS = tuple(k for k in WeightsEntry.__dataclass_fields__ if k not in _OPTIONAL_KEYS)
 
 
@@ -200,6 +211,24 @@ def _parse_pretrained(raw: Mapping[str, Any], where: str) -> PretrainedInfo | No
     sub = f"{where}.pretrained"
     _check_keys(info, ("encoder", "source", "licence"), sub)
     return PretrainedInfo(_str(info, "encoder", sub), _str(info, "source", sub), _str(info, "licence", sub))
+
+
+def _parse_calibration(raw: Mapping[str, Any], where: str) -> CalibrationInfo | None:
+    if raw.get("calibration") is None:
+        return None
+    info = _mapping(raw, "calibration", where)
+    sub = f"{where}.calibration"
+    classes = {}
+    for name, value in info.items():
+        if name == "fitted_on":
+            continue
+        if not isinstance(value, Mapping) or set(value) - {"temperature", "bias"} or "temperature" not in value:
+            raise _fail(sub, str(name), "expected {temperature: T > 0, bias: b}")
+        t, b = value["temperature"], value.get("bias", 0.0)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (t, b)) or t <= 0:
+            raise _fail(sub, str(name), f"temperature must be a number > 0 and bias a number, got {t!r}, {b!r}")
+        classes[str(name)] = Temperature(float(t), float(b))
+    return CalibrationInfo(_str(info, "fitted_on", sub), MappingProxyType(classes))
 
 
 def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
@@ -231,6 +260,7 @@ def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
         metrics=_parse_metrics(raw, where),
         licence=_str(raw, "licence", where),
         pretrained=_parse_pretrained(raw, where),
+        calibration=_parse_calibration(raw, where),
     )
 
 

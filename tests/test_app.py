@@ -124,9 +124,10 @@ def test_views_of_a_large_result_are_downscaled() -> None:
     pred = demo.Prediction("fake", image, ImageMeta(), result, "big.png", {"read": 0, "load": 0, "run": 0})
     assert list(demo.view_masks(result)) == ["adipose", "lesion"]  # breast would hide the tissues
     assert demo.overlay_view(pred).shape == (1024, 683, 3)
+    # each map is scaled to its own maximum, with a colour bar (1024 // 6 px) on the right
     assert [(v.shape, caption) for v, caption in demo.map_views(pred)] == [
-        ((1024, 683, 3), "probability: lesion (max 1.00)"),
-        ((1024, 683, 3), "saliency: malignant (max 0.50)")]
+        ((1024, 683 + 170, 3), "probability: lesion (max 1.00)"),
+        ((1024, 683 + 170, 3), "saliency: malignant (max 0.50)")]
     patch_map = demo.patch_view(pred)
     assert patch_map is not None and patch_map.shape == (1024, 683, 3)
     assert tuple(patch_map[34, 60]) == (40, 120, 255)  # the box's top edge at 100 * 1024/3000

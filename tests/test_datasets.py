@@ -38,8 +38,8 @@ def ring(mask: np.ndarray, width: int) -> np.ndarray:
 
 # -- registry and errors ------------------------------------------------------------------------
 def test_registry_and_unknown_kind(tmp_path: Path) -> None:
-    assert set(LOADERS) == {"tissue-ddsm", "mias", "mias-roi", "cdd-cesm", "glam-exam", "dicom-folder",
-                            "folder", "csv"}
+    assert set(LOADERS) == {"tissue-ddsm", "mias", "mias-roi", "mias-outlined", "cdd-cesm", "glam-exam",
+                            "dicom-folder", "folder", "csv"}
     with pytest.raises(MammoInputError, match="valid kinds: tissue-ddsm, mias"):
         load_dataset("inbreast", tmp_path)
 
@@ -165,6 +165,43 @@ def test_mias_roi_follows_mias_patients() -> None:
     patient_of = dict(zip(mias.ids, mias.patient_ids, strict=True))
     for ref in roi.refs:
         assert ref.patient_id == patient_of[ref.info["mias_image"]]
+
+
+def test_locate_crop_finds_exact_crops_and_refuses_others() -> None:
+    from mammo.datasets.mias_outlined import locate_crop
+
+    film = np.random.default_rng(0).integers(0, 256, (200, 150), dtype=np.uint8)
+    assert locate_crop(film, film[37:90, 101:140].copy()) == (37, 101)
+    with pytest.raises(ValueError, match="not found"):
+        locate_crop(film, 255 - film[37:90, 101:140])
+    with pytest.raises(ValueError, match="larger"):
+        locate_crop(film[:50], film)
+
+
+def test_mias_outlined_places_the_outlines_back() -> None:
+    root = require_data("mias")
+    require_data("mias_roi")
+    train = load_dataset("mias-outlined", root, split="train")
+    assert train.ids == load_dataset("mias", root, split="train").ids  # the splits of `mias`
+    roi = load_dataset("mias-roi", root.parent / "mias_roi")
+    shapes = {}
+    for image_id in ("mdb005", "mdb132", "mdb023", "mdb006"):
+        split = "train" if image_id != "mdb132" else "val"
+        s = load_dataset("mias-outlined", root, split=split)[image_id]
+        shapes[image_id] = s.extra["mask_shape"]
+        assert s.extra["image_type"] == "FILM"
+        crops = [c for c in roi if c.extra["mias_image"] == image_id]
+        # the outline covers as many pixels as the crops' masks, and lies on the film's mass
+        assert s.masks["lesion"].sum() == sum(c.masks["lesion"].sum() for c in crops)
+        if crops:
+            circle = load_dataset("mias", root)[image_id].masks["lesion"]
+            assert (s.masks["lesion"] & circle).sum() > 0.5 * s.masks["lesion"].sum()
+            assert s.image[s.masks["lesion"]].mean() > s.image[circle & ~s.masks["lesion"]].mean()
+    assert shapes == {"mdb005": "outline", "mdb132": "outline", "mdb023": "outline", "mdb006": "none"}
+    counts = {split: sum(load_dataset("mias-outlined", root, split=split)[r.image_id].extra["mask_shape"]
+                         == "outline" for r in load_dataset("mias-outlined", root, split=split).refs
+                         if r.info["crops"]) for split in ("train", "val", "test")}
+    assert counts == {"train": 29, "val": 6, "test": 10}
 
 
 # -- cdd-cesm ------------------------------------------------------------------------------------

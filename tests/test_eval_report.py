@@ -237,3 +237,20 @@ def test_make_case_picture_small_image_unchanged_size() -> None:
     image = np.zeros((100, 60), np.float32)
     rgb = make_case_picture(image, np.zeros((100, 60), bool), np.zeros((100, 60), bool))
     assert rgb.shape == (100, 60, 3) and rgb.dtype == np.uint8 and not rgb.any()
+
+
+def test_reliability_diagram_and_ece_when_scores_are_scored(tmp_path: Path) -> None:
+    from eval.scoring import classification_entry
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(60) < 0.3).astype(int)
+    scores = np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.15, 60), 0, 1)
+    entry = classification_entry(labels, scores, [f"p{i // 2}" for i in range(60)], 100, 0)
+    cal = entry["calibration"]
+    assert 0 <= cal["ece"]["mean"] <= 1 and len(cal["ece"]["ci95"]) == 2
+    assert sum(cal["reliability"]["count"]) == 60 and len(cal["reliability"]["bin_edges"]) == 11
+    data = _data()
+    data.metrics["classification"]["malignant"] = entry
+    page, _ = _read(write_report(tmp_path / "r.html", data))
+    assert "calibration" in _sections(page)
+    assert "expected calibration error" in page and "perfectly calibrated" in page

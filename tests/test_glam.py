@@ -30,7 +30,9 @@ def _synthetic(n: int, seed: int = 0):
             cv2.circle(x, (int(cx), int(cy)), 8, 0.05, 3)
         xs.append(x[None])
         ys.append([float(kind == 1), float(kind == 2)])
-    return LabelledImages(np.stack(xs), np.asarray(ys, np.float32), [f"s{i}" for i in range(n)])
+    x = np.stack(xs)
+    return LabelledImages(x, np.asarray(ys, np.float32), [f"s{i}" for i in range(n)],
+                          np.ones((n,) + x.shape[-2:], np.uint8))
 
 
 @pytest.mark.parametrize("scheme", ["joint", "sep"])
@@ -99,6 +101,27 @@ def test_glam_pipeline_on_mias_and_a_dicom(cbis_dicoms: list[Path]) -> None:
     assert set(result.scores) == {"benign", "malignant"} and len(result.patches) == 6
 
 
+@pytest.mark.parametrize("scheme", ["sep", "joint"])
+def test_no_patch_outside_the_breast(scheme: str, cbis_dicoms: list[Path]) -> None:
+    """Every patch is at least half breast, on every MIAS validation film and every example DICOM
+    (GLAM once put 2 of its 6 patches in the black background)."""
+    from mammo.datasets import load_dataset
+    from mammo.io import read_image
+    from mammo.pipelines.registry import get_pipeline
+    from mammo.preprocess import breast_mask
+    from training.measure_glam import patches_outside
+
+    pipe = get_pipeline(f"glam:{scheme}")
+    images = [(s.image, s.meta, s.image_id) for s in load_dataset("mias", require_data("mias"), split="val")]
+    images += [(*read_image(p), p.stem) for p in cbis_dicoms]
+    bad = {}
+    for image, meta, name in images:
+        result = pipe.run(image, meta)
+        if patches_outside(result, breast_mask(image)):
+            bad[name] = [(p.y0, p.x0, p.y1, p.x1) for p in result.patches]
+    assert not bad, bad
+
+
 def test_glam_run_reproduces_the_authors_flow(tmp_path: Path) -> None:
     from mammo.glam.run import PREDICTION_COLUMNS, main
 
@@ -138,6 +161,8 @@ def test_glam_through_eval_gives_auc_with_ci(tmp_path: Path) -> None:
     assert metrics["pipeline"] == "glam" and metrics["n_errors"] == 0
     assert set(metrics["classification"]) == {"malignant", "benign"}
     assert "lesion" in metrics["segmentation"]
+    ece = metrics["classification"]["malignant"]["calibration"]["ece"]["mean"]
+    assert ece is not None and 0 <= ece <= 1
 
 
 def test_pretraining_on_outlines_learns_the_lesion_map() -> None:
@@ -150,7 +175,7 @@ def test_pretraining_on_outlines_learns_the_lesion_map() -> None:
     torch.manual_seed(0)
     data = _synthetic(12)
     masks = (data.x[:, 0] > 0.9).astype(np.uint8)  # the bright discs
-    data = LabelledImages(data.x, data.y, data.ids, masks)
+    data = LabelledImages(data.x, data.y, data.ids, data.breast, masks)
     cfg = TrainConfig(name="pre", task="glam", dataset="cdd-cesm", input_size=[128, 96], glam_global_width=8,
                       glam_num_patches=2, glam_patch_size=[32, 32])
     task = GlamTask(cfg)
@@ -165,3 +190,27 @@ def test_pretraining_on_outlines_learns_the_lesion_map() -> None:
         opt.step()
     assert float(loss) < 0.5 * first
     assert set(validate_pretrain(model, data)) == {"dice_lesion", "score"}
+
+
+def test_calibration_is_fitted_into_the_manifest_and_applied(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from mammo.pipelines.glam import GlamPipeline
+    from mammo.weights import load_manifest, manifest_path
+    from training.measure_glam import calibrate
+
+    manifest = tmp_path / "weights_manifest.yaml"
+    shutil.copy(manifest_path(), manifest)
+    monkeypatch.setenv("MAMMO_WEIGHTS_MANIFEST", str(manifest))
+    rng = np.random.default_rng(1)
+    labels = (rng.random((60, 2)) < 0.25).astype(int)
+    raw = np.clip(0.15 + 0.1 * labels + rng.normal(0, 0.05, (60, 2)), 0.01, 0.99)  # low, squeezed scores
+    fitted = calibrate("glam-sep", {"raw": raw, "labels": labels}, "val")
+    entry = load_manifest(manifest)["glam-sep"]
+    assert entry.calibration is not None and set(entry.calibration.classes) == {"benign", "malignant"}
+    assert fitted["malignant"]["temperature"] == pytest.approx(entry.calibration.classes["malignant"].temperature)
+    pipe = GlamPipeline.__new__(GlamPipeline)  # only the calibration step, no network
+    pipe.calibration = dict(entry.calibration.classes)
+    out = pipe.calibrate(np.array([0.15, 0.25], np.float32))
+    assert out["malignant"] > 0.25 * 2 and 0 < out["benign"] < 0.5  # spread out, still probabilities
+    assert "fitted_on: mini-MIAS val split (60 images)" in manifest.read_text()  # the copy was written

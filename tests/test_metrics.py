@@ -260,3 +260,69 @@ def test_froc_needs_lesions_and_valid_detections() -> None:
         ImageDetections(np.array([0.4, 0.5]), [frozenset()], 1)
     with pytest.raises(ValueError, match="outside"):
         ImageDetections(np.array([0.4]), [frozenset({1})], 1)
+
+
+# -- calibration and heat maps -------------------------------------------------------------------
+def test_temperature_scaling_keeps_the_ranking_and_fixes_the_scale() -> None:
+    from mammo.calibration import Temperature, fit_temperature, reliability
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(-1.0, 1.5, 2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    over = 1 / (1 + np.exp(-(3 * true_logit + 2)))  # overconfident and shifted scores
+    fitted = fit_temperature(over, y)
+    calibrated = fitted(over)
+    assert 2.4 < fitted.temperature < 3.6 and -1.0 < fitted.bias < -0.3  # undoes 3z + 2
+    assert np.all(np.diff(calibrated[np.argsort(over)]) >= -1e-12)  # monotone: the AUC is unchanged
+    assert reliability(calibrated, y)["ece"] < reliability(over, y)["ece"] / 2
+    assert abs(calibrated.mean() - y.mean()) < 0.03
+    assert Temperature(1.0)(0.3) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="both classes"):
+        fit_temperature(np.array([0.2, 0.4]), np.array([1, 1]))
+
+
+def test_reliability_bins_and_ece() -> None:
+    from mammo.calibration import reliability
+
+    out = reliability(np.array([0.05, 0.05, 0.95, 0.95]), np.array([0, 1, 1, 1]), bins=10)
+    assert out["count"][0] == 2 and out["count"][9] == 2 and sum(out["count"]) == 4
+    assert out["ece"] == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+
+
+def test_heatmap_is_visible_whatever_its_peak_and_has_a_colour_bar() -> None:
+    from mammo.viz import heatmap_overlay
+
+    image = np.full((200, 120), 0.5, np.float32)
+    heat = np.zeros((200, 120), np.float32)
+    heat[80:120, 40:80] = 0.2  # a map that peaks at 0.2, as GLAM's did
+    out = heatmap_overlay(image, heat)
+    assert out.shape[0] == 200 and out.shape[1] > 120  # the colour bar is appended on the right
+    spot, plain = out[100, 60].astype(int), out[10, 10].astype(int)
+    assert np.abs(spot - plain).max() > 60  # clearly coloured, not a faint tint
+    same = heatmap_overlay(image, heat * 5, colorbar=False)
+    assert np.array_equal(same, out[:, :120])  # scaled to its own peak: 0.2 shows like 1.0
+    flat = heatmap_overlay(image, np.full((200, 120), 0.001, np.float32), colorbar=False)
+    assert np.abs(flat.astype(int) - plain).max() <= 3  # near-zero noise is not blown up
+
+
+def test_patch_boxes_are_numbered_by_score() -> None:
+    from mammo.pipelines.base import PatchBox
+    from mammo.viz import draw_boxes, patch_labels
+
+    patches = [PatchBox(10, 10, 60, 60, 0.1), PatchBox(100, 100, 150, 150, 0.7)]
+    assert patch_labels(patches) == ["2 0.10", "1 0.70"]
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    plain = draw_boxes(rgb, [(p.y0, p.x0, p.y1, p.x1) for p in patches])
+    labelled = draw_boxes(rgb, [(p.y0, p.x0, p.y1, p.x1) for p in patches], labels=patch_labels(patches))
+    assert (labelled != plain).any(axis=2).sum() > 100  # the tabs with the text are drawn
+
+
+def test_temperature_stays_bounded_on_scores_that_do_not_rank() -> None:
+    from mammo.calibration import T_RANGE, fit_temperature
+
+    y = np.array([1, 0, 1, 0, 0, 0, 1, 0])
+    anti = np.array([0.1, 0.3, 0.12, 0.35, 0.4, 0.33, 0.11, 0.38])  # AUC 0: the wrong way round
+    fitted = fit_temperature(anti, y)
+    assert T_RANGE[0] <= fitted.temperature <= T_RANGE[1]
+    out = fitted(anti)
+    assert len(np.unique(np.round(out, 9))) == len(np.unique(anti))  # still an order, not a constant

@@ -157,11 +157,54 @@ def test_negatives_are_lesion_free_mias_films() -> None:
     normal = {s.image_id for s in ds if all(r[0] == "NORM" for r in s.extra["rows"])}
     assert set(neg.ids) == normal
     assert load_negatives(TrainConfig(task="lesion"), "val") is None
-    cfg.extra_positives = True  # films with outlined masses join as positives
+    cfg.extra_positives = True  # plain `mias` has circles only: no film is an exact positive
+    assert set(load_negatives(cfg, "val").ids) == normal
+    cfg.negative_dataset, cfg.extra_positives_repeat = "mias-outlined", 2
     both = load_negatives(cfg, "val")
-    masses = {s.image_id for s in ds if s.masks.get("lesion") is not None and s.masks["lesion"].any()}
-    assert set(both.ids) >= normal | masses and len(masses) >= 5
-    assert all(both.y[i].any() for i, name in enumerate(both.ids) if name in masses)
+    outlined = load_dataset("mias-outlined", root, split="val")
+    exact = {s.image_id for s in outlined if s.extra["mask_shape"] == "outline"}
+    assert len(exact) >= 5 and set(both.ids) == normal | exact
+    assert all(both.ids.count(name) == 2 for name in exact)
+    assert all(both.y[i].any() == (name in exact) for i, name in enumerate(both.ids))
+    assert set(both.image_types) == {"FILM"}
+    with pytest.raises(ValueError, match="extra_positives_repeat"):
+        TrainConfig(task="lesion", extra_positives_repeat=0)
+
+
+def test_validation_sees_outlined_films_and_weighs_them() -> None:
+    from conftest import require_data
+
+    from training.data import Framed, load_film_positives
+    from training.segmentation import validate
+
+    root = require_data("mias")
+    cfg = TrainConfig(task="lesion", negative_dataset="mias-outlined", negative_root=str(root),
+                      negative_split="splits/mias.csv", input_size=[64, 64], crop="breast", extra_positives=True)
+    films = load_film_positives(cfg, "val")
+    assert films is not None and len(films) >= 5 and all(y.any() for y in films.y)
+
+    import torch
+
+    digital = Framed(films.x[:2], films.y[:2], ["a", "b"], ["DM", "DM"])
+    data = Framed(np.concatenate([digital.x, films.x]), np.concatenate([digital.y, films.y]),
+                  digital.ids + films.ids, digital.image_types + films.image_types)
+    # logits that reproduce the truth on the two "digital" images and mark nothing on the films
+    logits = torch.full((len(data), 1, 64, 64), -10.0)
+    logits[:2, 0] = torch.from_numpy(data.y[:2] * 20.0 - 10.0)
+
+    class Replay(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen += len(x)
+            return logits[self.seen - len(x):self.seen]
+
+    model = Replay()
+    metrics = validate(model, data, cfg)
+    assert metrics["dice_lesion_DM"] == 1.0 and metrics["dice_lesion_FILM"] == 0.0
+    assert metrics["score"] == pytest.approx((metrics["dice_lesion"] + 0.0) / 2)
 
 
 def test_compare_runs_on_equal_time(tmp_path: Path) -> None:

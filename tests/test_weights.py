@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -365,3 +366,15 @@ def test_load_torch_state_dict_rejects_keras_entry(weights_dir: Path) -> None:
     entry = weights.parse_entry(raw_entry(framework="keras"))
     with pytest.raises(ValueError, match="not torch"):
         load_torch_state_dict(entry)
+
+
+def test_calibration_key_is_parsed_and_checked() -> None:
+    raw = raw_entry()
+    raw["calibration"] = {"fitted_on": "mini-MIAS val", "malignant": {"temperature": 2.0, "bias": -0.5}}
+    entry = weights.parse_entry(raw)
+    assert entry.calibration.fitted_on == "mini-MIAS val"
+    assert entry.calibration.classes["malignant"](0.5) == pytest.approx(1 / (1 + np.exp(0.5)))
+    assert weights.parse_entry(raw_entry()).calibration is None
+    raw["calibration"]["malignant"] = {"temperature": 0}
+    with pytest.raises(weights.ManifestError, match="calibration.*temperature must be a number > 0"):
+        weights.parse_entry(raw)

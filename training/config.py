@@ -51,7 +51,8 @@ class TrainConfig:
     negative_dataset: str = ""
     negative_root: str = ""
     negative_split: str = ""
-    extra_positives: bool = False        # also add negative_dataset's films with outlined masses as positives
+    extra_positives: bool = False        # also add negative_dataset's exactly outlined film masses as positives
+    extra_positives_repeat: int = 1      # how many times each such film enters the training set
     edge_weight: float = 1.0             # lesion BCE weight of lesion-free pixels near the skin line
     edge_band: int = 12                  # width of that band, in model pixels
     time_budget_min: float = 0.0         # stop after the first epoch that ends past this (0: no budget)
@@ -67,6 +68,11 @@ class TrainConfig:
     glam_local_stride: int = 8           # output stride of the local ResNet-18 (GLAM: 4; 8 is ~3x cheaper)
     glam_local_stages: int = 3           # 4: the whole ResNet-18; 3: without its last stage (1/4 the size)
     saliency_l1: float = 1e-4            # weight of the L1 sparsity term on the global saliency
+    glam_global_encoder: str = "resnet22"  # or "efficientnet_lite0" (ImageNet with encoder_weights=imagenet)
+    glam_local_encoder: str = "resnet18"   # or "efficientnet_lite0"
+    glam_encoder_init: str = ""          # both EfficientNet-Lite0 modules start from this segmenter's encoder
+                                         # (a run's best.pt or a .safetensors of the cascade lesion stage)
+    glam_balance: bool = False           # weigh each class's positives by n_negative / n_positive (train split)
     seed: int = 0
     threads: int = 2
     out_dir: str = "runs"
@@ -81,7 +87,11 @@ class TrainConfig:
             raise ValueError(f"crop must be 'none' or 'breast', not {self.crop!r}")
         if self.encoder_weights not in ("", "imagenet"):
             raise ValueError(f"encoder_weights must be '' or 'imagenet', not {self.encoder_weights!r}")
-        if self.encoder_weights == "imagenet":
+        if self.encoder_weights == "imagenet" and self.task == "glam":
+            if "efficientnet_lite0" not in (self.glam_global_encoder, self.glam_local_encoder):
+                raise ValueError("encoder_weights=imagenet for GLAM needs glam_global_encoder or "
+                                 "glam_local_encoder = efficientnet_lite0 (the ResNets have no packaged weights)")
+        elif self.encoder_weights == "imagenet":
             from mammo.models.pretrained import SOURCES
 
             if self.encoder not in SOURCES:
@@ -92,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"augment must be 'standard' or 'strong', not {self.augment!r}")
         if self.ce_class_weights and (self.task != "tissue" or len(self.ce_class_weights) != len(TISSUE_CLASSES)):
             raise ValueError(f"ce_class_weights: one weight per tissue class {TISSUE_CLASSES}, tissue task only")
+        if self.extra_positives_repeat < 1:
+            raise ValueError(f"extra_positives_repeat must be at least 1, got {self.extra_positives_repeat}")
         if self.glam_scheme not in ("joint", "sep"):
             raise ValueError(f"glam_scheme must be 'joint' or 'sep', not {self.glam_scheme!r}")
 

@@ -78,10 +78,13 @@ def is_lesion_free(sample: Sample) -> bool:
 
 
 def load_negatives(config: TrainConfig, split: str) -> Framed | None:
-    """The lesion-free images of `split` of `config.negative_dataset` (None when not configured).
+    """The lesion-free images of `split` of `config.negative_dataset` (None when not configured);
+    with `extra_positives`, also its films whose every abnormality is outlined exactly
+    (`mask_shape` "outline", from `mias-outlined`), each `extra_positives_repeat` times.
 
-    They teach the lesion stage what normal breast tissue, the skin line, the pectoral muscle
-    and film labels look like, so that it stops marking them.
+    The negatives teach the lesion stage what normal breast tissue, the skin line, the pectoral
+    muscle and film labels look like, so that it stops marking them. The outlined film masses
+    keep "film" from becoming a cue for "no lesion" when every other positive is digital.
     """
     if not config.negative_dataset or config.task != "lesion":
         return None
@@ -91,11 +94,18 @@ def load_negatives(config: TrainConfig, split: str) -> Framed | None:
         if is_lesion_free(s):
             s.masks["lesion"] = np.zeros(s.image.shape, bool)
             samples.append(s)
-        elif config.extra_positives and s.masks.get("lesion") is not None:
-            # Films with their masses outlined (MIAS: circles; calcification-only films: none),
-            # so that "film" is not a cue for "no lesion" when every positive is digital.
-            samples.append(s)
+        elif config.extra_positives and s.extra.get("mask_shape") == "outline":
+            samples.extend([s] * config.extra_positives_repeat)
     return _frame_all(samples, config, f"framing negatives {split}") if samples else None
+
+
+def load_film_positives(config: TrainConfig, split: str) -> Framed | None:
+    """The exactly outlined films of `split` of `config.negative_dataset` (for validation), or None."""
+    if not (config.negative_dataset and config.extra_positives and config.task == "lesion"):
+        return None
+    ds = load_dataset(config.negative_dataset, config.negative_root, split=f"{config.negative_split}:{split}")
+    samples = [s for s in ds if s.extra.get("mask_shape") == "outline"]
+    return _frame_all(samples, config, f"framing film positives {split}") if samples else None
 
 
 def concat(a: Framed, b: Framed | None) -> Framed:
@@ -108,13 +118,15 @@ def concat(a: Framed, b: Framed | None) -> Framed:
 
 def load_split(config: TrainConfig, split: str) -> Framed:
     """Read and frame every sample of `split` ("train"/"val"/"test") of the configured dataset;
-    the training split also gets the configured lesion-free negatives."""
+    the training split also gets the configured negatives (and outlined film positives), the
+    others the outlined film positives, so that model selection sees film too."""
     ds = load_dataset(config.dataset, config.data_root, split=f"{config.split}:{split}")
     refs = ds.refs
     keep = [i for i, r in enumerate(refs) if r.info.get("image_type", "DM") in config.image_types] \
         if config.dataset == "cdd-cesm" else list(range(len(refs)))
     framed = _frame_all((ds[i] for i in keep), config, f"framing {split}")
-    return concat(framed, load_negatives(config, split)) if split == "train" else framed
+    extra = load_negatives(config, split) if split == "train" else load_film_positives(config, split)
+    return concat(framed, extra)
 
 
 def build_augment(config: TrainConfig):  # -> albumentations.Compose

@@ -25,15 +25,16 @@ DATA_NAMES = {"tissue-ddsm": "tissue-ddsm (60 DDSM MLO films, Tiryaki & Kaplanog
                       "malignant = any M finding, normal = 0/0; the lesion circles are not used"}
 LICENCES = {"tissue-ddsm": "GPL-3.0 (trained on GPLv3 data)",
             "cdd-cesm": "research use; trained on TCIA data (TCIA data usage policy)",
-            "mias": "research use; trained on mini-MIAS (cite the MIAS database)"}
+            "mias": "research use; trained on mini-MIAS (cite the MIAS database)",
+            "mias-outlined": "research use; trained on mini-MIAS and its mass outlines (cite the MIAS database)"}
 
 
 def data_description(config: TrainConfig) -> str:
     """The training data in words, negatives included."""
     text = DATA_NAMES.get(config.dataset, config.dataset)
     if config.negative_dataset and config.task == "lesion":
-        kinds = "lesion-free films as negatives and its films with outlined masses as positives" \
-            if config.extra_positives else "lesion-free films as negatives"
+        kinds = (f"lesion-free films as negatives and its films whose every mass is outlined as positives "
+                 f"({config.extra_positives_repeat}x each)") if config.extra_positives else "lesion-free films as negatives"
         text += (f"; plus {config.negative_dataset} ({config.negative_split}, training rows): {kinds} "
                  f"({LICENCES.get(config.negative_dataset, 'see its licence')})")
     return text
@@ -101,8 +102,13 @@ def export_run(run_dir: Path, name: str, pipeline: str, tolerance: float = 0.002
     if getattr(config, "encoder_weights", "") == "imagenet":
         from mammo.models.pretrained import source
 
-        src = source(config.encoder)
-        entry["pretrained"] = {"encoder": config.encoder, "source": src.description, "licence": src.licence}
+        # GLAM's pretrained modules are EfficientNet-Lite0 whatever `encoder` says (it is the cascade's key)
+        encoder = "tu-tf_efficientnet_lite0" if config.task == "glam" else config.encoder
+        src = source(encoder)
+        entry["pretrained"] = {"encoder": encoder, "source": src.description, "licence": src.licence}
+        if config.task == "glam" and config.glam_encoder_init:
+            entry["pretrained"]["source"] += (f"; then the encoder of the segmenter in {config.glam_encoder_init} "
+                                              "(the cascade lesion stage, CDD-CESM outlines)")
     parse_entry(entry)  # validate before touching the manifest
     write_entry(entry, manifest)
     return entry

@@ -36,12 +36,14 @@ from mammo.models import torch_glam
 
 @dataclass
 class LabelledImages:
-    """Prepared inputs of one split: x float32 (N, 1, h, w) in [0, 1], y float32 (N, 2), ids, and
-    for pretraining the lesion masks uint8 (N, h, w) in {0, 1}."""
+    """Prepared inputs of one split: x float32 (N, 1, h, w) in [0, 1], y float32 (N, 2), ids,
+    breast uint8 (N, h, w) in {0, 1} (where patches may go), and for pretraining the lesion
+    masks uint8 (N, h, w) in {0, 1}."""
 
     x: np.ndarray
     y: np.ndarray
     ids: list[str]
+    breast: np.ndarray
     masks: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -54,7 +56,8 @@ def glam_config(config: TrainConfig) -> torch_glam.GlamConfig:
         input_size=tuple(config.input_size), global_width=config.glam_global_width,
         num_patches=config.glam_num_patches, patch_size=tuple(config.glam_patch_size),
         top_t_percent=config.glam_top_t, local_stride=config.glam_local_stride,
-        local_stages=config.glam_local_stages)
+        local_stages=config.glam_local_stages, global_encoder=config.glam_global_encoder,
+        local_encoder=config.glam_local_encoder)
 
 
 def load_labelled(config: TrainConfig, split: str) -> LabelledImages:
@@ -65,17 +68,18 @@ def load_labelled(config: TrainConfig, split: str) -> LabelledImages:
     ds = load_dataset(config.dataset, config.data_root, split=f"{config.split}:{split}")
     pretrain = config.dataset == "cdd-cesm"
     keep = [i for i, r in enumerate(ds.refs) if not pretrain or r.info.get("image_type") in config.image_types]
-    xs, ys, ids, masks = [], [], [], []
+    xs, ys, ids, masks, breasts = [], [], [], [], []
     for i in tqdm(keep, desc=f"preparing {split}", unit="img", leave=False):
         sample = ds[i]
-        x, framing = prepare_input(sample.image, sample.meta, tuple(config.input_size))
+        x, breast, framing = prepare_input(sample.image, sample.meta, tuple(config.input_size))
         xs.append(x[None])
+        breasts.append(breast.astype(np.uint8))
         ys.append([float(sample.labels["benign"] or 0), float(sample.labels["malignant"] or 0)])
         ids.append(sample.image_id)
         if pretrain:
             lesion = sample.masks.get("lesion", np.zeros(sample.image.shape, bool))
             masks.append(frame_mask(lesion.astype(np.uint8), framing))
-    return LabelledImages(np.stack(xs).astype(np.float32), np.asarray(ys, np.float32), ids,
+    return LabelledImages(np.stack(xs).astype(np.float32), np.asarray(ys, np.float32), ids, np.stack(breasts),
                           np.stack(masks) if pretrain else None)
 
 
@@ -91,11 +95,13 @@ class AugmentedImages(Dataset):
     def __getitem__(self, i: int):
         x = self.data.x[i, 0]
         mask = self.data.masks[i] if self.data.masks is not None else np.zeros(x.shape, np.uint8)
+        breast = self.data.breast[i]
         if self.augment is not None:
-            out = self.augment(image=x, mask=mask)
-            x, mask = np.clip(out["image"], 0, 1), out["mask"]
+            out = self.augment(image=x, masks=[mask, breast])
+            x, (mask, breast) = np.clip(out["image"], 0, 1), out["masks"]
         return (torch.from_numpy(np.ascontiguousarray(x[None], np.float32)), torch.from_numpy(self.data.y[i]),
-                torch.from_numpy(np.ascontiguousarray(mask, np.float32)))
+                torch.from_numpy(np.ascontiguousarray(mask, np.float32)),
+                torch.from_numpy(np.ascontiguousarray(breast[None], np.float32)))
 
 
 def build_augment(config: TrainConfig):  # -> albumentations.Compose
@@ -112,14 +118,22 @@ def build_augment(config: TrainConfig):  # -> albumentations.Compose
     ], seed=config.seed)
 
 
-def predict_scores(model, x: np.ndarray, batch: int = 8) -> np.ndarray:
+def predict_scores(model, data: LabelledImages, batch: int = 8) -> np.ndarray:
     """float32 (N, 2) fusion predictions (benign, malignant) in [0, 1]."""
     model.eval()
     out = []
     with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(x[i:i + batch])).fusion_pred.numpy())
+        for i in range(0, len(data), batch):
+            breast = torch.from_numpy(data.breast[i:i + batch, None].astype(np.float32))
+            out.append(model(torch.from_numpy(data.x[i:i + batch]), breast).fusion_pred.numpy())
     return np.concatenate(out)
+
+
+def positive_weights(y: np.ndarray) -> np.ndarray:
+    """float32 (C,): n_negative / n_positive of each class column of y (N, C) in {0, 1}; 1 where a
+    class has no positives."""
+    pos = y.sum(0)
+    return np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0).astype(np.float32)
 
 
 def global_saliency(model, x):
@@ -156,6 +170,24 @@ def validate_pretrain(model, val: LabelledImages, batch: int = 8) -> dict[str, f
     return {"dice_lesion": float(np.mean(dice)), "score": float(np.mean(dice))}
 
 
+def init_from_segmenter(model, path: str) -> None:
+    """Start both EfficientNet-Lite0 modules of `model` from the encoder of a trained segmenter
+    (`glam_encoder_init`): what it learnt from lesion outlines is GLAM's pretraining stage."""
+    from mammo.models.torch_glam_effnet import load_segmenter_encoder
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    for part in ("global_net", "local_net"):
+        body = getattr(getattr(model, part), "body", None)
+        if body is None or not hasattr(body, "conv_stem"):
+            raise ValueError(f"glam_encoder_init needs the EfficientNet-Lite0 {part} (glam_*_encoder: efficientnet_lite0)")
+        load_segmenter_encoder(body, state)
+
+
 class GlamTask:
     """What the engine needs to train GLAM (see `training.tasks.Task`)."""
 
@@ -163,12 +195,19 @@ class GlamTask:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        self.pos_weight: torch.Tensor | None = None
 
     def load_data(self) -> tuple[LabelledImages, LabelledImages]:
-        return load_labelled(self.config, "train"), load_labelled(self.config, "val")
+        train, val = load_labelled(self.config, "train"), load_labelled(self.config, "val")
+        if self.config.glam_balance:
+            self.pos_weight = torch.from_numpy(positive_weights(train.y))
+        return train, val
 
     def build_model(self):
-        return torch_glam.create_model(glam_config(self.config))
+        model = torch_glam.create_model(glam_config(self.config), pretrained=self.config.encoder_weights == "imagenet")
+        if self.config.glam_encoder_init:
+            init_from_segmenter(model, self.config.glam_encoder_init)
+        return model
 
     def loader(self, train: LabelledImages) -> DataLoader:
         c = self.config
@@ -182,12 +221,12 @@ class GlamTask:
         return "sep_global" if epoch < self.config.glam_global_epochs else "sep_local"
 
     def loss(self, model, batch, epoch: int):
-        x, y, mask = batch
+        x, y, mask, breast = batch
         if self.config.dataset == "cdd-cesm":
             return pretrain_loss(model, x, mask)
         scheme = self.scheme(epoch)
         torch_glam.freeze_global(model, scheme == "sep_local")
-        total, _ = torch_glam.glam_loss(model(x), y, scheme, self.config.saliency_l1)
+        total, _ = torch_glam.glam_loss(model(x, breast), y, scheme, self.config.saliency_l1, self.pos_weight)
         return total
 
     def validate(self, model, val: LabelledImages) -> dict[str, float]:
@@ -195,7 +234,7 @@ class GlamTask:
         undefined). Pretraining: per-image Dice of the malignant global saliency >= 0.5."""
         if val.masks is not None:
             return validate_pretrain(model, val)
-        pred = predict_scores(model, val.x)
+        pred = predict_scores(model, val)
         metrics = {}
         for k, name in enumerate(("benign", "malignant")):
             auc = roc_auc(val.y[:, k].astype(int), pred[:, k])
@@ -210,7 +249,8 @@ class GlamTask:
             return
         model.eval()
         with torch.inference_mode():
-            maps = torch_glam.segmentation_maps(model(torch.from_numpy(data.x[:n]))).numpy()
+            breast = torch.from_numpy(data.breast[:n, None].astype(np.float32))
+            maps = torch_glam.segmentation_maps(model(torch.from_numpy(data.x[:n]), breast)).numpy()
         for i in range(n):
             panel = np.concatenate([data.x[i, 0], maps[i, 0], maps[i, 1]], axis=1)
             writer.add_image(f"val/{data.ids[i]}", (panel * 255).astype(np.uint8)[None], epoch)

@@ -9,6 +9,8 @@ in each input's original geometry through the pipeline itself (not at model reso
   post-processing (breast only, no pectoral) on and off, for the fgt and breast regions;
 - normals: on MIAS images with no abnormality (NORM), the share of the breast marked lesion
   and the share of images with at least one lesion component (a false positive);
+- films: masses on MIAS screen film: Dice and FROC against the hand-drawn outlines placed back
+  (`mias-outlined`), and the FROC against the circles of every film with a located mass;
 - speed: seconds per example DICOM (~4600x2800) read + run with the models loaded, and peak
   memory (`--skip tissue lesion normals` for the speed benchmark alone).
 """
@@ -127,6 +129,38 @@ def measure_normals(pipes: dict[str, CascadePipeline], root: str, split: str) ->
                   "images_with_false_positive": mean_ci(flagged[key], groups)} for key in pipes}
 
 
+def measure_films(pipes: dict[str, CascadePipeline], root: str, split: str) -> dict:
+    """Masses on screen film (MIAS), the domain the CDD-CESM positives do not show.
+
+    - outlined: films whose every abnormality has a hand-drawn outline (`mias-outlined`):
+      per-image Dice at 0.5 and the FROC against the outlines;
+    - circles: every film with a located mass row (`mias` circles): the FROC, a hit being any
+      candidate that touches the circle (the circles are loose, so no Dice).
+    """
+    outlined = {k: {"dice": [], "dets": []} for k in pipes}
+    circles: dict[str, list] = {k: [] for k in pipes}
+    groups: dict[str, list[str]] = {"outlined": [], "circles": []}
+    films, plain = load_dataset("mias-outlined", root, split=split), load_dataset("mias", root, split=split)
+    for sample in tqdm(films, desc="films", leave=False):
+        circle = plain[sample.image_id].masks.get("lesion")
+        if circle is None or not circle.any():
+            continue  # normal, calcification-only, or a mass without coordinates
+        exact = sample.extra["mask_shape"] == "outline"
+        for key, pipe in pipes.items():
+            prob = pipe.run(sample.image, sample.meta).probabilities["lesion"]
+            circles[key].append(match_detections(prob, circle, 0.5))
+            if exact:
+                outlined[key]["dice"].append(dice_iou(prob >= 0.5, sample.masks["lesion"])[0])
+                outlined[key]["dets"].append(match_detections(prob, sample.masks["lesion"], 0.5))
+        groups["circles"].append(sample.patient_id)
+        if exact:
+            groups["outlined"].append(sample.patient_id)
+    return {key: {"outlined": {"dice": mean_ci(outlined[key]["dice"], groups["outlined"]),
+                               "froc": froc_ci(outlined[key]["dets"], groups["outlined"])},
+                  "circles": {"n": len(circles[key]), "froc": froc_ci(circles[key], groups["circles"])}}
+            for key in pipes}
+
+
 def reference_forward_seconds(repeats: int = 7) -> float:
     """Median time of one fixed reference forward pass (timm `resnet18`, random weights, 1x3x512x512)
     timed in the same process, so a noisy or shared machine can be read as a ratio."""
@@ -190,6 +224,11 @@ def manifest_metrics(report: dict) -> dict[str, dict[str, float]]:
         normals = report["normals"]["breast"]
         lesion[f"pipeline_{split}_mias_normal_lesion_share"] = normals["lesion_share_of_breast"]["mean"]
         lesion[f"pipeline_{split}_mias_normal_images_with_fp"] = normals["images_with_false_positive"]["mean"]
+    if "films" in report:
+        films = report["films"]["breast"]
+        lesion[f"pipeline_{split}_mias_outlined_dice"] = films["outlined"]["dice"]["mean"]
+        lesion[f"pipeline_{split}_mias_outlined_froc_sens_at_1fp"] = films["outlined"]["froc"]["1"]["sensitivity"]
+        lesion[f"pipeline_{split}_mias_masses_froc_sens_at_1fp"] = films["circles"]["froc"]["1"]["sensitivity"]
     return {"cascade-tissue": tissue, "cascade-lesion": lesion}
 
 
@@ -216,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--split", default="val", help="train, val or test rows of the committed splits")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here too")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tissue", "lesion", "normals", "speed"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tissue", "lesion", "normals", "films", "speed"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the 2-core benchmark: 2)")
     parser.add_argument("--record", action="store_true",
                         help="write the pipeline_<split>_* numbers into weights_manifest.yaml")
@@ -238,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                          args.split),
         "normals": lambda: measure_normals({k: pipes[k] for k in ("breast", "breast-raw")},
                                            f"{args.data}/mias", args.split),
+        "films": lambda: measure_films({k: pipes[k] for k in ("breast", "breast-raw")}, f"{args.data}/mias",
+                                       args.split),
     }
     report: dict = {"split": args.split, "weights_sha256": base.weights_sha256}
     for name, step in steps.items():

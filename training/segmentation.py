@@ -113,6 +113,10 @@ def validate(model, data: Framed, config: TrainConfig) -> dict[str, float]:
     metrics = {f"dice_{k}": v["dice"] for k, v in summary.items()}
     metrics.update({f"iou_{k}": v["iou"] for k, v in summary.items()})
     scored = ["adipose", "fibroglandular", "pectoral"] if config.task == "tissue" else ["lesion"]
+    if "lesion_FILM" in summary:
+        # a handful of outlined films among ~100 digital images: weigh film equally, or the
+        # selected epoch may be one that ignores film altogether
+        scored.append("lesion_FILM")
     metrics["score"] = meter.mean_dice(scored)
     return metrics
 

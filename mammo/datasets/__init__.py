@@ -22,6 +22,7 @@ from mammo.datasets.dicom_folder import DicomFolder
 from mammo.datasets.folder import CsvList, ImageFolder
 from mammo.datasets.glam import GlamExam
 from mammo.datasets.mias import Mias
+from mammo.datasets.mias_outlined import MiasOutlined
 from mammo.datasets.mias_roi import MiasROI
 from mammo.datasets.tissue_ddsm import TissueDDSM
 from mammo.errors import MammoInputError
@@ -30,6 +31,7 @@ LOADERS: dict[str, type[DatasetLoader]] = {
     "tissue-ddsm": TissueDDSM,
     "mias": Mias,
     "mias-roi": MiasROI,
+    "mias-outlined": MiasOutlined,
     "cdd-cesm": CddCesm,
     "glam-exam": GlamExam,
     "dicom-folder": DicomFolder,
@@ -64,6 +66,7 @@ __all__ = [
     "GlamExam",
     "ImageFolder",
     "Mias",
+    "MiasOutlined",
     "MiasROI",
     "Sample",
     "SampleRef",

@@ -92,6 +92,8 @@ class DatasetLoader:
     """
 
     kind: ClassVar[str] = ""
+    #: the kind whose committed split file "train"/"val"/"test" read ("" = `kind`)
+    split_kind: ClassVar[str] = ""
     layout: ClassVar[str] = ""
 
     def __init__(self, root: str | Path, split: str | Path | None = None) -> None:
@@ -102,7 +104,7 @@ class DatasetLoader:
         if not refs:
             raise self.layout_error(f"no images found under {self.root}")
         if split is not None:
-            refs = apply_split(refs, self.kind, split)
+            refs = apply_split(refs, self.split_kind or self.kind, split)
         self._refs = refs
         self._index = {ref.image_id: i for i, ref in enumerate(refs)}
         if len(self._index) != len(refs):

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from mammo.pipelines.base import Result
-from mammo.viz import draw_boxes, heatmap_overlay, to_rgb8
+from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8
 
 TRUTH_COLORS = {"benign": (40, 230, 80), "malignant": (255, 40, 40)}
 PATCH_COLOR = (40, 120, 255)
@@ -68,7 +68,7 @@ def five_panels(image: np.ndarray, result: Result, truth: dict[str, np.ndarray] 
     scores = result.scores
     panels = [
         (truth_panel(image, truth or {}), "input" + (" + truth" if truth else "")),
-        (draw_boxes(to_rgb8(image), boxes, PATCH_COLOR), "patch map"),
+        (draw_boxes(to_rgb8(image), boxes, PATCH_COLOR, labels=patch_labels(result.patches)), "patch map"),
         (heatmap_overlay(image, result.saliency["benign"]), f"benign {scores.get('benign', 0):.2f}"),
         (heatmap_overlay(image, result.saliency["malignant"]), f"malignant {scores.get('malignant', 0):.2f}"),
     ]

@@ -1,23 +1,25 @@
 """GLAM: weakly-supervised high-resolution saliency for mammograms (Liu et al., MIDL 2021).
 
 Global-Local Activation Maps, built on GMIC (Shen et al. 2021; nyukat/GLAM, nyukat/GMIC), trained
-with image-level labels only (benign, malignant), written from scratch (no pretrained weights):
+with image-level labels only (benign, malignant), written after the papers (no code copied):
 
 1. Global module (`GlobalNetwork`): GMIC's ResNet-22 on the whole image; as in GLAM, a 1x1 conv +
    sigmoid on the stride-16, -32 and -64 features gives three saliency levels on the stride-16
-   grid. Global prediction: mean over the levels of top-t% pooling. The global saliency map is
+   grid. Or (`global_encoder="efficientnet_lite0"`, `mammo.models.torch_glam_effnet`) the
+   ImageNet-pretrained EfficientNet-Lite0 with heads at strides 8, 16, 32 on the stride-8 grid. Global prediction: mean over the levels of top-t% pooling. The global saliency map is
    their weighted mean, weights `saliency_level_weights` (GLAM: 0.2, 0.6, 0.2).
 2. Patch selection (`select_patches`): greedy, K times, on the global saliency (classes min-max
-   normalised, summed; window mean by average pooling; picked window zeroed). No gradient.
-3. Local module (`LocalNetwork`): ResNet-18 on each of the K crops, high-resolution as GLAM's
+   normalised, summed; window mean by average pooling; picked window zeroed), among windows
+   that are at least half breast when a breast mask is given. No gradient.
+3. Local module (`LocalNetwork`, or the pretrained `EffNetLocal`): ResNet-18 on each of the K crops, high-resolution as GLAM's
    (output stride `local_stride`); a 1x1 conv + sigmoid gives the patch saliency, pooled by
    top-t% over all K patches into the patch prediction (GLAM's local prediction).
 4. Gated-attention MIL over the K patch features -> local prediction (GMIC).
 5. Fusion: concat(max-pooled global feature, attended local feature) -> linear -> sigmoid.
 
-`segmentation_maps`: the pixel-level map of GLAM's code, (global saliency upsampled to the input +
-patch saliency pasted at its patch, 0 elsewhere) / 2 (`pixel_map_mode="glam"`); "inside_mean"
-keeps the global map outside the patches. Input: float32 (N, in_channels, H, W), H and W multiples
+`segmentation_maps`: the pixel-level map: the global saliency upsampled to the input, blended
+with each patch's saliency under a feathered window (continuous across patch edges); GLAM's
+own (global + pasted patch map) / 2 and "inside_mean" are kept as modes. Input: float32 (N, in_channels, H, W), H and W multiples
 of 32; every output probability is in [0, 1]. All submodules are built in `__init__`.
 """
 
@@ -33,6 +35,7 @@ torch = import_torch()
 import torch.nn.functional as F
 from torch import nn
 
+from mammo.models.torch_glam_effnet import EffNetGlobal, EffNetLocal
 from mammo.models.torch_glam_parts import (
     LOCAL_STRIDES,
     GatedAttention,
@@ -46,7 +49,9 @@ from mammo.models.torch_glam_parts import (
 
 ARCH = "glam"
 SCHEMES = ("joint", "sep_global", "sep_local")
-PIXEL_MAP_MODES = ("glam", "inside_mean")
+PIXEL_MAP_MODES = ("feathered", "glam", "inside_mean")
+GLOBAL_ENCODERS = ("resnet22", "efficientnet_lite0")
+LOCAL_ENCODERS = ("resnet18", "efficientnet_lite0")
 METADATA_PREFIX = "glam."
 
 
@@ -73,7 +78,9 @@ class GlamConfig:
     patch_top_t: float = 0.3                      # fraction pooled over the K patch maps (GLAM 0.3)
     attention_dim: int = 128                      # gated-attention hidden size (GMIC: 128)
     saliency_nonlinearity: str = "sigmoid"
-    pixel_map_mode: str = "glam"                  # see `segmentation_maps`
+    pixel_map_mode: str = "feathered"             # see `segmentation_maps`
+    global_encoder: str = "resnet22"              # or "efficientnet_lite0" (ImageNet, stride-8 saliency)
+    local_encoder: str = "resnet18"               # or "efficientnet_lite0" (ImageNet, output stride 16)
 
 
 def check_config(c: GlamConfig) -> None:
@@ -98,6 +105,10 @@ def check_config(c: GlamConfig) -> None:
         problems.append(f"local_stride must be one of {LOCAL_STRIDES}, got {c.local_stride}")
     if c.saliency_nonlinearity != "sigmoid":
         problems.append(f"saliency_nonlinearity must be 'sigmoid', got {c.saliency_nonlinearity!r}")
+    if c.global_encoder not in GLOBAL_ENCODERS:
+        problems.append(f"global_encoder must be one of {GLOBAL_ENCODERS}, got {c.global_encoder!r}")
+    if c.local_encoder not in LOCAL_ENCODERS:
+        problems.append(f"local_encoder must be one of {LOCAL_ENCODERS}, got {c.local_encoder!r}")
     if c.pixel_map_mode not in PIXEL_MAP_MODES:
         problems.append(f"pixel_map_mode must be one of {PIXEL_MAP_MODES}, got {c.pixel_map_mode!r}")
     if problems:
@@ -109,8 +120,8 @@ class GlamOutput:
     """What `GlamModel.forward` returns (N images, K patches, C classes; float32 unless said).
 
     global_pred, local_pred, patch_pred, fusion_pred: (N, C) in [0, 1] (fusion_pred is the
-    model's answer). saliency: (N, C, H/16, W/16) global map in [0, 1]. saliency_levels:
-    (N, 3, C, H/16, W/16), strides 16, 32, 64. patch_locations: int64 (N, K, 2) (top, left) in
+    model's answer). saliency: (N, C, H/s, W/s) global map in [0, 1], s = 16 (ResNet-22) or 8
+    (EfficientNet-Lite0). saliency_levels: (N, 3, C, H/s, W/s), the three heads. patch_locations: int64 (N, K, 2) (top, left) in
     input pixels. patches: (N, K, in_channels, ph, pw) crops of the input. patch_saliency:
     (N, K, C, ph/s, pw/s) in [0, 1]. attention: (N, K), sums to 1 over K.
     """
@@ -133,13 +144,21 @@ class GlamOutput:
 class GlamModel(nn.Module):
     """GLAM (see the module docstring). `forward(x)`: float32 (N, in_channels, H, W) -> `GlamOutput`."""
 
-    def __init__(self, config: GlamConfig):
+    def __init__(self, config: GlamConfig, pretrained: bool = False):
         super().__init__()
         check_config(config)
         self.config = config
         c = config
-        self.global_net = GlobalNetwork(c.in_channels, c.global_width, tuple(c.global_blocks), c.num_classes)
-        self.local_net = LocalNetwork(c.in_channels, c.num_classes, c.local_stride, c.local_stages)
+        if "efficientnet_lite0" in (c.global_encoder, c.local_encoder) and c.in_channels != 1:
+            raise ValueError("the EfficientNet-Lite0 modules take grey (1-channel) input")
+        if c.global_encoder == "efficientnet_lite0":
+            self.global_net = EffNetGlobal(c.num_classes, pretrained)
+        else:
+            self.global_net = GlobalNetwork(c.in_channels, c.global_width, tuple(c.global_blocks), c.num_classes)
+        if c.local_encoder == "efficientnet_lite0":
+            self.local_net = EffNetLocal(c.num_classes, pretrained)
+        else:
+            self.local_net = LocalNetwork(c.in_channels, c.num_classes, c.local_stride, c.local_stages)
         self.attention = GatedAttention(self.local_net.out_channels, c.attention_dim, c.num_classes)
         self.fusion = nn.Linear(self.global_net.out_channels + self.local_net.out_channels, c.num_classes)
         weights = torch.tensor(c.saliency_level_weights, dtype=torch.float32)
@@ -153,7 +172,9 @@ class GlamModel(nn.Module):
             self.global_net.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> GlamOutput:
+    def forward(self, x: torch.Tensor, breast: torch.Tensor | None = None) -> GlamOutput:
+        """x: (N, in_channels, H, W); breast: optional (N, 1, H, W) mask that patches must lie in
+        (at least half of each patch; see `select_patches`)."""
         c = self.config
         h, w = x.shape[-2:]
         if x.ndim != 4 or x.shape[1] != c.in_channels or h % 32 or w % 32:
@@ -165,7 +186,7 @@ class GlamModel(nn.Module):
         saliency = (levels * self.level_weights.view(1, -1, 1, 1, 1)).sum(1)
         global_pred = top_t_pool(levels.flatten(0, 1), c.top_t_percent).view(levels.shape[:3]).mean(1)
 
-        points = select_patches(saliency, (h, w), tuple(c.patch_size), c.num_patches)
+        points = select_patches(saliency, (h, w), tuple(c.patch_size), c.num_patches, breast)
         patches = crop_patches(x, points, tuple(c.patch_size))
         n, k = points.shape[:2]
         patch_features, patch_saliency = self.local_net(patches.flatten(0, 1))
@@ -185,8 +206,11 @@ def segmentation_maps(outputs: GlamOutput, mode: str | None = None) -> torch.Ten
 
     G = global saliency upsampled (bilinear) to (H, W); L = each patch's saliency upsampled to the
     patch size and pasted at its location (maximum where patches overlap), 0 outside the patches.
+    "feathered" (the default): (1 - w) G + w (G + L) / 2, w = the patch's raised-cosine weight
+    (`feather`: 1 in the middle, 0 at its edges), so the map is continuous across patch edges.
     "glam" (GLAM's code, `saliency_map = (local + global) / 2`): (G + L) / 2 everywhere, so G / 2
-    outside the patches. "inside_mean": (G + L) / 2 under the patches, G elsewhere.
+    outside the patches: a step at every patch edge, where a thresholded mask starts or stops.
+    "inside_mean": (G + L) / 2 under the patches, G elsewhere (also a step where L differs from G).
     `mode` defaults to the model's `pixel_map_mode`.
     """
     mode = mode or outputs.pixel_map_mode
@@ -194,15 +218,18 @@ def segmentation_maps(outputs: GlamOutput, mode: str | None = None) -> torch.Ten
         raise ValueError(f"mode must be one of {PIXEL_MAP_MODES}, got {mode!r}")
     size = tuple(outputs.input_size)
     g = F.interpolate(outputs.saliency, size=size, mode="bilinear", align_corners=False)
-    local, covered = paste_patch_maps(outputs.patch_saliency, outputs.patch_locations,
-                                      tuple(outputs.patch_size), size)
+    local, covered, weight = paste_patch_maps(outputs.patch_saliency, outputs.patch_locations,
+                                              tuple(outputs.patch_size), size)
     mixed = (g + local) / 2
+    if mode == "feathered":
+        return ((1 - weight) * g + weight * mixed).clamp(0, 1)
     return (mixed if mode == "glam" else torch.where(covered, mixed, g)).clamp(0, 1)
 
 
-def glam_loss(outputs: GlamOutput, targets: torch.Tensor, scheme: str = "joint",
-              l1_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Training loss of one batch. targets: float (N, C) in {0, 1} (benign, malignant).
+def glam_loss(outputs: GlamOutput, targets: torch.Tensor, scheme: str = "joint", l1_weight: float = 0.0,
+              pos_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Training loss of one batch. targets: float (N, C) in {0, 1} (benign, malignant);
+    pos_weight: optional (C,) weight of each class's positive terms (class balancing).
 
     Terms: BCE of global_pred ("global"), local_pred ("local"), patch_pred ("patch": trains the
     patch saliency, GLAM's local loss), fusion_pred ("fusion"); "l1" = l1_weight * mean of the
@@ -215,13 +242,14 @@ def glam_loss(outputs: GlamOutput, targets: torch.Tensor, scheme: str = "joint",
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     y = targets.to(outputs.fusion_pred.dtype)
+    weight = None if pos_weight is None else 1 + (pos_weight.to(y).view(1, -1) - 1) * y
     terms: dict[str, torch.Tensor] = {}
     if scheme in ("joint", "sep_global"):
-        terms["global"] = F.binary_cross_entropy(outputs.global_pred, y)
+        terms["global"] = F.binary_cross_entropy(outputs.global_pred, y, weight=weight)
         terms["l1"] = l1_weight * outputs.saliency.abs().mean()
     if scheme in ("joint", "sep_local"):
         for name in ("local", "patch", "fusion"):
-            terms[name] = F.binary_cross_entropy(getattr(outputs, f"{name}_pred"), y)
+            terms[name] = F.binary_cross_entropy(getattr(outputs, f"{name}_pred"), y, weight=weight)
     total = torch.stack(list(terms.values())).sum()
     return total, {name: float(value.detach()) for name, value in terms.items()}
 
@@ -244,13 +272,15 @@ def _coerce(config: dict[str, object]) -> GlamConfig:
     return GlamConfig(**values)
 
 
-def create_model(config: GlamConfig | dict[str, object] | None = None) -> GlamModel:
-    """Build GLAM with random weights (nothing downloaded). A dict holds GlamConfig fields."""
+def create_model(config: GlamConfig | dict[str, object] | None = None, pretrained: bool = False) -> GlamModel:
+    """Build GLAM (nothing downloaded). A dict holds GlamConfig fields. `pretrained`: the
+    EfficientNet-Lite0 modules start from the packaged ImageNet weights (`mammo.models.pretrained`);
+    the ResNet modules have none and always start from random weights."""
     if config is None:
         config = GlamConfig()
     elif isinstance(config, dict):
         config = _coerce(config)
-    return GlamModel(config)
+    return GlamModel(config, pretrained)
 
 
 def config_to_metadata(config: GlamConfig) -> dict[str, str]:

@@ -103,21 +103,51 @@ def window_on_map(map_hw: tuple[int, int], input_hw: tuple[int, int],
     return tuple(min(m, max(1, int(round(p * m / i)))) for m, i, p in zip(map_hw, input_hw, patch_hw))
 
 
+def window_coverage(mask: torch.Tensor, positions: tuple[int, int], map_hw: tuple[int, int],
+                    patch_hw: tuple[int, int]) -> torch.Tensor:
+    """Fraction of `mask` under the patch each map cell would place, measured in input pixels.
+
+    Cell (i, j) puts its patch at (round(i * H / h), round(j * W / w)), clamped inside the image,
+    exactly as `select_patches` converts cells, so the rule holds for the patch actually cut.
+
+    Args:
+        mask: (N, 1, H, W) bool or float in [0, 1].
+        positions: (rows, cols) of candidate cells; map_hw: (h, w) of the map; patch_hw: (ph, pw).
+    Returns:
+        (N, 1, rows, cols) float in [0, 1].
+    """
+    n, _, big_h, big_w = mask.shape
+    ph, pw = patch_hw
+    integral = F.pad(mask.float().cumsum(-1).cumsum(-2), (1, 0, 1, 0))[:, 0]  # (N, H+1, W+1)
+    tops = torch.round(torch.arange(positions[0], dtype=torch.float64) * big_h / map_hw[0]).long().clamp(0, big_h - ph)
+    lefts = torch.round(torch.arange(positions[1], dtype=torch.float64) * big_w / map_hw[1]).long().clamp(0, big_w - pw)
+    t, l = tops.view(-1, 1).to(mask.device), lefts.view(1, -1).to(mask.device)
+    area = (integral[:, t + ph, l + pw] - integral[:, t, l + pw] - integral[:, t + ph, l] + integral[:, t, l])
+    return (area / (ph * pw)).unsqueeze(1)
+
+
 @torch.no_grad()
 def select_patches(saliency: torch.Tensor, input_hw: tuple[int, int], patch_hw: tuple[int, int],
-                   k: int) -> torch.Tensor:
-    """GMIC/GLAM's greedy patch selection (discrete: no gradient).
+                   k: int, breast: torch.Tensor | None = None, min_breast: float = 0.55) -> torch.Tensor:
+    """GMIC/GLAM's greedy patch selection (discrete: no gradient), kept inside the breast.
 
     Each class map is min-max normalised to [0, 1] and the classes are summed. K times: the
     patch-sized window (in map cells) with the largest mean (average pooling, stride 1) is picked
     and that window is set to 0 on the map. Map cells are converted to input pixels
     (round(cell * input / map)) and clamped so that the patch lies inside the image.
 
+    With `breast`, a window is a candidate only when at least `min_breast` of it is breast (a
+    window in the black background or on a film label can score high on an untrained or
+    confused map, but it is never what a reader wants to see); when no window qualifies, the
+    one with the most breast is taken. 0.55 rather than 0.5 leaves room for the resampling back
+    to the original image, where "at least half breast" is checked.
+
     Args:
         saliency: (N, C, h, w) float, any range.
         input_hw: (H, W) of the image the patches are cut from.
         patch_hw: (ph, pw) patch size in input pixels, ph <= H, pw <= W.
         k: number of patches.
+        breast: optional (N, 1, H, W) breast mask (bool or float in [0, 1]) at input resolution.
     Returns:
         int64 (N, K, 2): (top, left) corner of each patch in input pixels, in picking order.
     """
@@ -127,11 +157,18 @@ def select_patches(saliency: torch.Tensor, input_hw: tuple[int, int], patch_hw: 
     flat = saliency.detach().float().reshape(n, c, -1)
     low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
     current = ((flat - low) / (high - low).clamp_min(1e-12)).sum(1).reshape(n, 1, h, w)
+    allowed = None
+    if breast is not None:
+        cover = window_coverage(breast, (h - wh + 1, w - ww + 1), (h, w), patch_hw)
+        best = cover.flatten(1).amax(1).view(n, 1, 1, 1)
+        allowed = (cover >= min_breast) | (cover >= best - 1e-6)
     rows = torch.arange(h, device=saliency.device).view(1, 1, h, 1)
     cols = torch.arange(w, device=saliency.device).view(1, 1, 1, w)
     cells = []
     for _ in range(k):
         pooled = F.avg_pool2d(current, (wh, ww), stride=1)
+        if allowed is not None:
+            pooled = pooled.masked_fill(~allowed, -1.0)  # below any mean of the [0, C] map
         idx = pooled.flatten(1).argmax(1)
         i, j = (idx // pooled.shape[-1]).view(n, 1, 1, 1), (idx % pooled.shape[-1]).view(n, 1, 1, 1)
         cells.append(torch.cat([i.view(n, 1), j.view(n, 1)], 1))
@@ -151,8 +188,20 @@ def crop_patches(x: torch.Tensor, points: torch.Tensor, patch_hw: tuple[int, int
                         for i, row in enumerate(pts)])
 
 
+def feather(patch_hw: tuple[int, int], border: float = 0.25) -> torch.Tensor:
+    """(ph, pw) weights in [0, 1]: 1 in the middle, a raised-cosine ramp to 0 over the outer
+    `border` fraction of each side (the product of the row and column ramps)."""
+    def ramp(n: int) -> torch.Tensor:
+        width = max(1, int(round(n * border)))
+        pos = torch.arange(n, dtype=torch.float32)
+        edge = torch.minimum(pos + 0.5, n - pos - 0.5) / width
+        return 0.5 - 0.5 * torch.cos(torch.pi * edge.clamp(0, 1))
+
+    return ramp(patch_hw[0])[:, None] * ramp(patch_hw[1])[None, :]
+
+
 def paste_patch_maps(maps: torch.Tensor, points: torch.Tensor, patch_hw: tuple[int, int],
-                     out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+                     out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Upsample patch maps to the patch size (bilinear) and paste them at their positions.
 
     Args:
@@ -161,19 +210,24 @@ def paste_patch_maps(maps: torch.Tensor, points: torch.Tensor, patch_hw: tuple[i
     Returns:
         canvas: (N, C, H, W), 0 where no patch lies, the maximum where patches overlap.
         covered: bool (N, 1, H, W), True under at least one patch.
+        weight: (N, 1, H, W) in [0, 1], the largest `feather` weight of the patches over each
+            pixel (0 at every patch's edge and outside the patches).
     """
     n, k, c = maps.shape[:3]
     ph, pw = patch_hw
     up = F.interpolate(maps.flatten(0, 1), size=(ph, pw), mode="bilinear", align_corners=False)
     up = up.view(n, k, c, ph, pw)
+    ramp = feather(patch_hw).to(maps)
     canvas = maps.new_zeros((n, c) + tuple(out_hw))
+    weight = maps.new_zeros((n, 1) + tuple(out_hw))
     covered = torch.zeros((n, 1) + tuple(out_hw), dtype=torch.bool, device=maps.device)
     for i, row in enumerate(points.tolist()):
         for j, (t, l) in enumerate(row):
             region = canvas[i, :, t:t + ph, l:l + pw]
             canvas[i, :, t:t + ph, l:l + pw] = torch.maximum(region, up[i, j])
+            weight[i, :, t:t + ph, l:l + pw] = torch.maximum(weight[i, :, t:t + ph, l:l + pw], ramp)
             covered[i, :, t:t + ph, l:l + pw] = True
-    return canvas, covered
+    return canvas, covered, weight
 
 
 class LocalNetwork(nn.Module):

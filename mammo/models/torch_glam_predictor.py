@@ -59,13 +59,19 @@ class GlamPredictor:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.config.input_size)
 
-    def predict(self, x: np.ndarray) -> GlamPrediction:
-        """x: float32 (h, w) in [0, 1] at `input_size` -> `GlamPrediction`."""
+    def predict(self, x: np.ndarray, breast: np.ndarray | None = None) -> GlamPrediction:
+        """x: float32 (h, w) in [0, 1] at `input_size`; breast: optional bool (h, w) mask the
+        patches must lie in -> `GlamPrediction`."""
         if x.shape != self.input_size:
             raise ValueError(f"expected a {self.input_size} input, got {x.shape}")
+        if breast is not None and breast.shape != x.shape:
+            raise ValueError(f"breast mask {breast.shape} does not match the input {x.shape}")
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None])
-            maps = segmentation_maps(out)[0].numpy()
+            mask = None if breast is None else torch.from_numpy(np.ascontiguousarray(breast, np.float32))[None, None]
+            out = self.model(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None], mask)
+            # Always feathered, whatever mode the file was trained with: the blend is inference
+            # only, and GLAM's own mode draws a step at every patch edge.
+            maps = segmentation_maps(out, "feathered")[0].numpy()
         return GlamPrediction(
             scores=out.fusion_pred[0].numpy(), global_scores=out.global_pred[0].numpy(),
             local_scores=out.local_pred[0].numpy(), maps=maps,

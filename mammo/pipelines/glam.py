@@ -12,15 +12,18 @@ a median filter. Every map comes back in the input's original geometry.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import PatchBox, Result
-from mammo.preprocess.framing import Framing, breast_window_and_flip, frame, unframe
+from mammo.preprocess.breast import breast_mask
+from mammo.preprocess.framing import Framing, breast_window_and_flip, frame, frame_mask, unframe
 
 if TYPE_CHECKING:
+    from mammo.calibration import Temperature
     from mammo.models.torch_glam_predictor import GlamPredictor
 
 CLASSES = ("benign", "malignant")
@@ -29,13 +32,19 @@ WEIGHTS = {"sep": "glam-sep", "joint": "glam-joint"}
 DEFAULT_SCHEME = "sep"
 
 
-def prepare_input(image: np.ndarray, meta: ImageMeta | None, size: tuple[int, int]) -> tuple[np.ndarray, Framing]:
-    """float32 (H, W) in [0, 1] -> (float32 (h, w) in [0, 1] model input, the `Framing` to undo it).
+def prepare_input(image: np.ndarray, meta: ImageMeta | None,
+                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Framing]:
+    """float32 (H, W) in [0, 1] -> (float32 (h, w) in [0, 1] model input, bool (h, w) breast mask
+    at the model input, the `Framing` to undo it).
 
+    The breast mask is the classical one (`mammo.preprocess.breast.breast_mask`: no background,
+    no film label), framed like the image; GLAM picks its patches inside it.
     `meta` is accepted for symmetry with the pipelines (the chest-wall side comes from the image).
     """
-    window, flip = breast_window_and_flip(image, MARGIN)
-    return frame(image, size, window, flip)
+    breast = breast_mask(image)
+    window, flip = breast_window_and_flip(image, MARGIN, breast)
+    x, framing = frame(image, size, window, flip)
+    return x, frame_mask(breast.astype(np.uint8), framing) > 0, framing
 
 
 def box_to_original(top: int, left: int, size: tuple[int, int], framing: Framing) -> tuple[int, int, int, int]:
@@ -59,20 +68,26 @@ class GlamPipeline:
     description = "GLAM: benign/malignant scores, saliency maps and patch map from image labels."
 
     def __init__(self, predictor: GlamPredictor, weights_sha256: str, threshold: float = 0.5,
-                 name: str = "glam") -> None:
+                 name: str = "glam", calibration: Mapping[str, Temperature] | None = None) -> None:
         self.name = name
         self.predictor = predictor
         self.weights_sha256 = weights_sha256
         self.threshold = threshold
+        self.calibration = dict(calibration or {})  # class -> temperature scaling (from the manifest)
+
+    def calibrate(self, raw: np.ndarray) -> dict[str, float]:
+        """(2,) network scores -> {class: probability}; classes without calibration pass unchanged."""
+        return {name: float(self.calibration[name](raw[k])) if name in self.calibration else float(raw[k])
+                for k, name in enumerate(CLASSES)}
 
     def run(self, image: np.ndarray, meta: ImageMeta) -> Result:
         """image float32 (H, W) in [0, 1] -> scores, saliency (benign, malignant), patches, lesion mask."""
         if image.ndim != 2:
             raise ValueError(f"expected a (H, W) image, got shape {image.shape}")
         t0 = time.perf_counter()
-        x, framing = prepare_input(image, meta, self.predictor.input_size)
+        x, breast, framing = prepare_input(image, meta, self.predictor.input_size)
         t1 = time.perf_counter()
-        pred = self.predictor.predict(x)
+        pred = self.predictor.predict(x, breast)
         t2 = time.perf_counter()
         saliency = {name: unframe(pred.maps[k], framing, fill=0.0).astype(np.float32)
                     for k, name in enumerate(CLASSES)}
@@ -85,10 +100,12 @@ class GlamPipeline:
             masks={"lesion": combined >= self.threshold},
             probabilities={"lesion": combined},
             saliency=saliency, patches=patches,
-            scores={name: float(pred.scores[k]) for k, name in enumerate(CLASSES)},
+            scores=self.calibrate(pred.scores),
             timings=timings, pipeline=self.name, weights_sha256=self.weights_sha256,
             geometry={"input_shape": tuple(image.shape), "crop_box": framing.window.box,
                       "flipped": framing.flipped, "model_input": self.predictor.input_size,
+                      "raw_scores": [float(v) for v in pred.scores],
+                      "calibrated": sorted(self.calibration),
                       "global_scores": [float(v) for v in pred.global_scores],
                       "local_scores": [float(v) for v in pred.local_scores],
                       "lesion_threshold": self.threshold})
@@ -103,4 +120,5 @@ def build(scheme: str = DEFAULT_SCHEME) -> GlamPipeline:
         raise ValueError(f"scheme must be one of {sorted(WEIGHTS)}, not {scheme!r}")
     entry = get_entry(WEIGHTS[scheme])
     name = "glam" if scheme == DEFAULT_SCHEME else f"glam:{scheme}"
-    return GlamPipeline(GlamPredictor(resolve(entry)), entry.sha256, name=name)
+    calibration = entry.calibration.classes if entry.calibration is not None else None
+    return GlamPipeline(GlamPredictor(resolve(entry)), entry.sha256, name=name, calibration=calibration)
