@@ -378,3 +378,18 @@ def test_calibration_key_is_parsed_and_checked() -> None:
     raw["calibration"]["malignant"] = {"temperature": 0}
     with pytest.raises(weights.ManifestError, match="calibration.*temperature must be a number > 0"):
         weights.parse_entry(raw)
+
+
+def test_requirements_comments_name_things_that_exist() -> None:
+    """Every module (mammo.x.y) and file (X.md) that requirements.txt's comments point to exists."""
+    import importlib.util
+    import re
+
+    from mammo.weights import REPO_ROOT
+
+    text = (REPO_ROOT / "requirements.txt").read_text()
+    comments = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+    for module in re.findall(r"\bmammo(?:\.[a-z_]+)+", comments):
+        assert importlib.util.find_spec(module) is not None, module
+    for name in re.findall(r"\b[\w-]+\.md\b", comments):
+        assert (REPO_ROOT / name).is_file(), name
