@@ -6,21 +6,24 @@ with image-level labels only (benign, malignant), written after the papers (no c
 1. Global module (`GlobalNetwork`): GMIC's ResNet-22 on the whole image; as in GLAM, a 1x1 conv +
    sigmoid on the stride-16, -32 and -64 features gives three saliency levels on the stride-16
    grid. Or (`global_encoder="efficientnet_lite0"`, `mammo.models.torch_glam_effnet`) the
-   ImageNet-pretrained EfficientNet-Lite0 with heads at strides 8, 16, 32 on the stride-8 grid. Global prediction: mean over the levels of top-t% pooling. The global saliency map is
+   ImageNet-pretrained EfficientNet-Lite0 with heads at strides 8, 16, 32 on the stride-8 grid.
+   Global prediction: mean over the levels of top-t% pooling. The global saliency map is
    their weighted mean, weights `saliency_level_weights` (GLAM: 0.2, 0.6, 0.2).
 2. Patch selection (`select_patches`): greedy, K times, on the global saliency (classes min-max
    normalised, summed; window mean by average pooling; picked window zeroed), among windows
-   that are at least half breast when a breast mask is given. No gradient.
-3. Local module (`LocalNetwork`, or the pretrained `EffNetLocal`): ResNet-18 on each of the K crops, high-resolution as GLAM's
-   (output stride `local_stride`); a 1x1 conv + sigmoid gives the patch saliency, pooled by
-   top-t% over all K patches into the patch prediction (GLAM's local prediction).
+   that are at least 55% breast when a breast mask is given. No gradient.
+3. Local module (`LocalNetwork`, or the pretrained `EffNetLocal`): ResNet-18 on each of the K
+   crops, high-resolution as GLAM's (output stride `local_stride`); a 1x1 conv + sigmoid gives
+   the patch saliency, pooled by top-t% over all K patches into the patch prediction (GLAM's
+   local prediction).
 4. Gated-attention MIL over the K patch features -> local prediction (GMIC).
 5. Fusion: concat(max-pooled global feature, attended local feature) -> linear -> sigmoid.
 
 `segmentation_maps`: the pixel-level map: the global saliency upsampled to the input, blended
 with each patch's saliency under a feathered window (continuous across patch edges); GLAM's
-own (global + pasted patch map) / 2 and "inside_mean" are kept as modes. Input: float32 (N, in_channels, H, W), H and W multiples
-of 32; every output probability is in [0, 1]. All submodules are built in `__init__`.
+own (global + pasted patch map) / 2 and "inside_mean" are kept as modes.
+Input: float32 (N, in_channels, H, W), H and W multiples of 32; every output probability is in
+[0, 1]. All submodules are built in `__init__`.
 """
 
 from __future__ import annotations
@@ -121,8 +124,8 @@ class GlamOutput:
 
     global_pred, local_pred, patch_pred, fusion_pred: (N, C) in [0, 1] (fusion_pred is the
     model's answer). saliency: (N, C, H/s, W/s) global map in [0, 1], s = 16 (ResNet-22) or 8
-    (EfficientNet-Lite0). saliency_levels: (N, 3, C, H/s, W/s), the three heads. patch_locations: int64 (N, K, 2) (top, left) in
-    input pixels. patches: (N, K, in_channels, ph, pw) crops of the input. patch_saliency:
+    (EfficientNet-Lite0). saliency_levels: (N, 3, C, H/s, W/s), the three heads.
+    patch_locations: int64 (N, K, 2) (top, left) in input pixels. patches: (N, K, in_channels, ph, pw) crops of the input. patch_saliency:
     (N, K, C, ph/s, pw/s) in [0, 1]. attention: (N, K), sums to 1 over K.
     """
 
@@ -154,7 +157,8 @@ class GlamModel(nn.Module):
         if c.global_encoder == "efficientnet_lite0":
             self.global_net = EffNetGlobal(c.num_classes, pretrained)
         else:
-            self.global_net = GlobalNetwork(c.in_channels, c.global_width, tuple(c.global_blocks), c.num_classes)
+            self.global_net = GlobalNetwork(c.in_channels, c.global_width, tuple(c.global_blocks),
+                                            c.num_classes)
         if c.local_encoder == "efficientnet_lite0":
             self.local_net = EffNetLocal(c.num_classes, pretrained)
         else:
@@ -174,7 +178,7 @@ class GlamModel(nn.Module):
 
     def forward(self, x: torch.Tensor, breast: torch.Tensor | None = None) -> GlamOutput:
         """x: (N, in_channels, H, W); breast: optional (N, 1, H, W) mask that patches must lie in
-        (at least half of each patch; see `select_patches`)."""
+        (at least 55% of each patch; see `select_patches`)."""
         c = self.config
         h, w = x.shape[-2:]
         if x.ndim != 4 or x.shape[1] != c.in_channels or h % 32 or w % 32:

@@ -103,12 +103,18 @@ def window_on_map(map_hw: tuple[int, int], input_hw: tuple[int, int],
     return tuple(min(m, max(1, int(round(p * m / i)))) for m, i, p in zip(map_hw, input_hw, patch_hw))
 
 
+def cells_to_pixels(cells: torch.Tensor, big: int, small: int, patch: int) -> torch.Tensor:
+    """Map-cell indices along one axis -> patch corners in input pixels: round(cell * big / small),
+    clamped so that a patch of `patch` pixels lies inside the `big`-pixel axis (int64)."""
+    return torch.round(cells.double() * big / small).long().clamp(0, big - patch)
+
+
 def window_coverage(mask: torch.Tensor, positions: tuple[int, int], map_hw: tuple[int, int],
                     patch_hw: tuple[int, int]) -> torch.Tensor:
     """Fraction of `mask` under the patch each map cell would place, measured in input pixels.
 
-    Cell (i, j) puts its patch at (round(i * H / h), round(j * W / w)), clamped inside the image,
-    exactly as `select_patches` converts cells, so the rule holds for the patch actually cut.
+    Cell (i, j) puts its patch where `cells_to_pixels` says, as in `select_patches`, so the rule
+    holds for the patch actually cut.
 
     Args:
         mask: (N, 1, H, W) bool or float in [0, 1].
@@ -119,8 +125,8 @@ def window_coverage(mask: torch.Tensor, positions: tuple[int, int], map_hw: tupl
     n, _, big_h, big_w = mask.shape
     ph, pw = patch_hw
     integral = F.pad(mask.float().cumsum(-1).cumsum(-2), (1, 0, 1, 0))[:, 0]  # (N, H+1, W+1)
-    tops = torch.round(torch.arange(positions[0], dtype=torch.float64) * big_h / map_hw[0]).long().clamp(0, big_h - ph)
-    lefts = torch.round(torch.arange(positions[1], dtype=torch.float64) * big_w / map_hw[1]).long().clamp(0, big_w - pw)
+    tops = cells_to_pixels(torch.arange(positions[0]), big_h, map_hw[0], ph)
+    lefts = cells_to_pixels(torch.arange(positions[1]), big_w, map_hw[1], pw)
     t, l = tops.view(-1, 1).to(mask.device), lefts.view(1, -1).to(mask.device)
     area = (integral[:, t + ph, l + pw] - integral[:, t, l + pw] - integral[:, t + ph, l] + integral[:, t, l])
     return (area / (ph * pw)).unsqueeze(1)
@@ -174,10 +180,9 @@ def select_patches(saliency: torch.Tensor, input_hw: tuple[int, int], patch_hw: 
         cells.append(torch.cat([i.view(n, 1), j.view(n, 1)], 1))
         inside = (rows >= i) & (rows < i + wh) & (cols >= j) & (cols < j + ww)
         current = current.masked_fill(inside, 0.0)
-    cells = torch.stack(cells, 1).double()
-    top = torch.round(cells[..., 0] * big_h / h).long().clamp(0, big_h - ph)
-    left = torch.round(cells[..., 1] * big_w / w).long().clamp(0, big_w - pw)
-    return torch.stack([top, left], -1)
+    cells = torch.stack(cells, 1)
+    return torch.stack([cells_to_pixels(cells[..., 0], big_h, h, ph),
+                        cells_to_pixels(cells[..., 1], big_w, w, pw)], -1)
 
 
 def crop_patches(x: torch.Tensor, points: torch.Tensor, patch_hw: tuple[int, int]) -> torch.Tensor:
