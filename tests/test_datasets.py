@@ -195,6 +195,7 @@ def test_mias_outlined_places_the_outlines_back() -> None:
         assert s.masks["lesion"].sum() == sum(c.masks["lesion"].sum() for c in crops)
         if crops:
             circle = load_dataset("mias", root)[image_id].masks["lesion"]
+            assert np.array_equal(s.extra["lesion_circles"], circle)
             assert (s.masks["lesion"] & circle).sum() > 0.5 * s.masks["lesion"].sum()
             assert s.image[s.masks["lesion"]].mean() > s.image[circle & ~s.masks["lesion"]].mean()
     assert shapes == {"mdb005": "outline", "mdb132": "outline", "mdb023": "outline", "mdb006": "none"}

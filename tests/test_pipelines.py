@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -50,22 +49,28 @@ def test_breast_pipeline_on_real_dicom(cbis_dicoms) -> None:
     assert mask[:y0].sum() == 0 and mask[y1:].sum() == 0 and mask[:, x1:].sum() == 0
 
 
-def test_read_predict_write_under_one_second(cbis_dicoms, tmp_path) -> None:
-    """A ~4600x2800 DICOM: read, breast mask, mask PNG in original geometry, in < 1 s (median)."""
+def test_read_predict_write_in_original_geometry(cbis_dicoms, tmp_path) -> None:
+    """A ~4600x2800 DICOM: read, breast mask, mask PNG in original geometry. (Its speed is a
+    benchmark, `python -m mammo.bench`, not a limit in this test.)"""
     pipe = get_pipeline("breast")
-    times = []
     for path in cbis_dicoms[:4]:
-        t0 = time.perf_counter()
         image, meta = read_image(path)
         result = pipe.run(image, meta)
         written = write_result(tmp_path / path.stem, image, meta, result)
-        times.append(time.perf_counter() - t0)
         saved = cv2.imread(str(written["mask_breast"]), cv2.IMREAD_UNCHANGED)
         assert saved.shape == image.shape == meta.original_shape
         np.testing.assert_array_equal(saved > 0, result.masks["breast"])
-    median = float(np.median(times))
-    print(f"read+breast+write median {median:.3f} s over {len(times)} DICOMs")
-    assert median < 1.0
+
+
+def test_bench_reports_ratios_to_the_reference(cbis_dicoms) -> None:
+    from mammo.bench import run
+
+    report = run(cbis_dicoms[:2])
+    assert report["reference_forward_seconds"] > 0
+    for part in ("read", "read_breast_write"):
+        entry = report[part]
+        assert entry["n"] == 2 and 0 < entry["median_seconds"] <= entry["max_seconds"]
+        assert entry["median_over_reference"] > 0
 
 
 def test_cli_predict_examples_and_bad_input(tmp_path) -> None:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mammo.datasets import load_dataset
 from mammo.metrics import FROC_RATES, dice_iou, froc_sensitivities, match_detections, with_ci
+from mammo.models.torch_reference import reference_forward_seconds
 from mammo.pipelines.cascade import REGIONS, CascadePipeline, build
 from training.data import is_lesion_free
 
@@ -140,9 +141,8 @@ def measure_films(pipes: dict[str, CascadePipeline], root: str, split: str) -> d
     outlined = {k: {"dice": [], "dets": []} for k in pipes}
     circles: dict[str, list] = {k: [] for k in pipes}
     groups: dict[str, list[str]] = {"outlined": [], "circles": []}
-    films, plain = load_dataset("mias-outlined", root, split=split), load_dataset("mias", root, split=split)
-    for sample in tqdm(films, desc="films", leave=False):
-        circle = plain[sample.image_id].masks.get("lesion")
+    for sample in tqdm(load_dataset("mias-outlined", root, split=split), desc="films", leave=False):
+        circle = sample.extra.get("lesion_circles")
         if circle is None or not circle.any():
             continue  # normal, calcification-only, or a mass without coordinates
         exact = sample.extra["mask_shape"] == "outline"
@@ -159,26 +159,6 @@ def measure_films(pipes: dict[str, CascadePipeline], root: str, split: str) -> d
                                "froc": froc_ci(outlined[key]["dets"], groups["outlined"])},
                   "circles": {"n": len(circles[key]), "froc": froc_ci(circles[key], groups["circles"])}}
             for key in pipes}
-
-
-def reference_forward_seconds(repeats: int = 7) -> float:
-    """Median time of one fixed reference forward pass (timm `resnet18`, random weights, 1x3x512x512)
-    timed in the same process, so a noisy or shared machine can be read as a ratio."""
-    import timm
-
-    from mammo.models.frameworks import import_torch
-
-    torch = import_torch()
-    model = timm.create_model("resnet18", pretrained=False).eval()
-    x = torch.zeros(1, 3, 512, 512)
-    times = []
-    with torch.inference_mode():
-        model(x)
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def measure_speed(pipe) -> dict:

@@ -92,10 +92,9 @@ def measure_split(pipe, root: str, split: str) -> tuple[dict, dict[str, np.ndarr
 
 def examples(pipe) -> dict:
     """Malignant score per example DICOM, patches outside the breast, and the speed."""
-    from mammo.io import read_image
-    from training.measure_cascade import reference_forward_seconds
-
     from mammo.examples import example_dicoms
+    from mammo.io import read_image
+    from mammo.models.torch_reference import reference_forward_seconds
 
     out, times, outside = {}, [], 0
     for path in example_dicoms():

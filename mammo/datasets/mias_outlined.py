@@ -8,7 +8,9 @@ grey levels RMS is an error, not a guess). Its `_bin.bmp` outline is pasted at t
 A film's `lesion` mask is the union of its outlines, and `extra["mask_shape"]` says how complete
 it is: "outline" when every abnormality row of the film has an outline (only those films are
 exact lesion masks), "circle" when none has, "mixed" otherwise; NORM films are "none". Rows
-without an outline keep their circle, as in `mias`. `extra["image_type"]` is "FILM".
+without an outline keep their circle, as in `mias`. `extra["image_type"]` is "FILM";
+`extra["lesion_circles"]` is the `mias` circle mask of the located masses (absent when a mass
+row has no coordinates).
 
 Splits are those of `mias` (`splits/mias.csv`): the same patients on the same side.
 """
@@ -85,6 +87,8 @@ class MiasOutlined(Mias):
 
     def _load(self, ref: SampleRef) -> Sample:
         sample = super()._load(ref)
+        if "lesion" in sample.masks:  # the `mias` circles, kept: loose, but they cover every located mass
+            sample.extra["lesion_circles"] = sample.masks["lesion"]
         rows: list[MiasRow] = ref.info["rows"]
         outlined: list[MiasRow] = []
         outline = np.zeros(sample.image.shape, bool)
