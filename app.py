@@ -3,8 +3,10 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--jobs-dir DIR] [--datasets-root DIR]
     gradio app.py                      # the same, reloading on code changes
 
-UI only; the logic is in `mammo.demo`. Pipelines are built on first use and kept for the
-process, so the page is up before torch is imported. API (gradio_client), see README "Demo app":
+UI only; the logic is in `mammo.demo`. The page is up before torch is imported; then a warm-up
+thread builds the available pipelines (env MAMMO_WARMUP: "0" for none, "a,b" for those only) and
+the pipelines table shows each one's state. A pipeline not warmed up is built on first use; either
+way it is built once and kept for the process. API (gradio_client), see README "Demo app":
 `/predict` (file, pipeline_name), `/compare` (file, pipeline_names) and the batch-evaluation
 endpoints `/eval_*` of `eval.server`.
 
@@ -17,6 +19,7 @@ limited; the jobs run one at a time in `EvalService`'s worker thread.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -32,6 +35,8 @@ from mammo.examples import example_cases
 
 QUEUE_SIZE = 32
 IMAGE_HEIGHT = 640  # px on the page; the pictures themselves are up to 1024 px (mammo.demo)
+TABLE_REFRESH_S = 2.0  # while pipelines load, the page re-reads their states this often
+logger = logging.getLogger("mammo.app")
 TITLE = "mammo: segment and classify breast lesions on mammograms"
 NOTICE = ("**Research software. Not a medical device; not for diagnosis.** Upload a mammogram "
           "(DICOM, PNG 8/16-bit, JPEG, PGM or TIFF) or click an example, pick a pipeline, run.")
@@ -55,7 +60,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 # -- event handlers: gradio in, mammo.demo out ----------------------------------------------------
 def _scores_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["class", "score"])
+    """The bar chart's data: "class" str, "score" float64 in [0, 1]. Explicit dtypes, because gradio
+    makes a column's axis quantitative only when its dtype is numeric (an empty frame's columns are
+    object, which it plots as categories, and then y_lim is dropped)."""
+    return pd.DataFrame(rows, columns=["class", "score"]).astype({"class": "str", "score": "float64"})
+
+
+def _user_error(endpoint: str, err: BaseException) -> gr.Error:
+    """A user's mistake (bad upload, unavailable pipeline): one log line, no traceback, and the
+    message for the page (gradio prints the traceback of a gr.Error unless told not to)."""
+    message = logic.error_message(err)
+    logger.info("%s: %s", endpoint, message)
+    return gr.Error(message, print_exception=False)
 
 
 def predict(file: str | None, pipeline_name: str) -> tuple[Any, ...]:
@@ -64,7 +80,7 @@ def predict(file: str | None, pipeline_name: str) -> tuple[Any, ...]:
         pred = logic.predict_file(file, pipeline_name or "")
         files = logic.write_downloads(pred, logic.request_dir())
     except logic.USER_ERRORS as err:
-        raise gr.Error(logic.error_message(err)) from err
+        raise _user_error("predict", err) from None
     return (logic.overlay_view(pred), logic.patch_view(pred), logic.map_views(pred),
             _scores_frame(logic.score_rows(pred)), logic.details(pred), [str(path) for path in files],
             logic.summary(pred))
@@ -76,7 +92,7 @@ def compare(file: str | None, pipeline_names: list[str]) -> tuple[Any, ...]:
         preds, failed = logic.compare_file(file, list(pipeline_names or []))
         files = logic.write_comparison(preds, logic.request_dir()) if preds else []
     except logic.USER_ERRORS as err:
-        raise gr.Error(logic.error_message(err)) from err
+        raise _user_error("compare", err) from None
     overlays = [(logic.overlay_view(pred), pred.name) for pred in preds]
     maps = [(picture, f"{pred.name} {caption}") for pred in preds
             for picture, caption in logic.map_views(pred)]
@@ -85,20 +101,40 @@ def compare(file: str | None, pipeline_names: list[str]) -> tuple[Any, ...]:
 
 
 # Layout changes run as private follow-up events, so API clients get plain values, not updates.
-def _show_if_set(picture: Any) -> gr.Image:
-    return gr.Image(visible=picture is not None)
+def _show_if_set(info: dict[str, Any] | None) -> tuple[gr.Image, gr.BarPlot]:
+    """Show the patch map only when there are patches, the scores chart only when there are
+    scores, as the Details (`info`, the JSON of `logic.details`) say. Not the hidden components'
+    own values: with the chart as input, it stayed hidden after a GLAM run in the browser."""
+    info = info or {}
+    return gr.Image(visible=bool(info.get("patches"))), gr.BarPlot(visible=bool(info.get("scores")))
 
 
 def _side_by_side(overlays: list[Any] | None) -> gr.Gallery:
     return gr.Gallery(columns=max(1, min(4, len(overlays or []))))
 
 
+def _pipelines_table(choices: list[logic.PipelineChoice] | None = None) -> tuple[str, gr.Timer]:
+    """The table with each pipeline's availability and load state; the timer keeps ticking while
+    a pipeline is loading, so "loading…" turns into "ready (loaded in 12.3 s)" by itself."""
+    choices = logic.pipeline_choices() if choices is None else choices
+    return logic.pipelines_markdown(choices, logic.load_states()), gr.Timer(active=logic.any_loading())
+
+
+def start_warmup(choices: list[logic.PipelineChoice]) -> None:
+    """Build the available pipelines in a background thread, the default one first (once per
+    process; MAMMO_WARMUP chooses which, "0" none)."""
+    default = logic.default_pipeline(choices)
+    available = sorted((c.name for c in choices if c.available), key=lambda name: name != default)
+    logic.start_warmup(logic.warmup_names(available))
+
+
 def refresh_pipelines() -> tuple[Any, ...]:
-    """On page load: availability may have changed (weights exported while the server runs)."""
+    """On page load: availability may have changed (weights exported while the server runs).
+    Also starts the warm-up when the server was not started by `python app.py` (`gradio app.py`)."""
     choices = logic.pipeline_choices()
+    start_warmup(choices)
     items = logic.menu_items(choices)
-    return (logic.pipelines_markdown(choices), gr.Dropdown(choices=items),
-            gr.CheckboxGroup(choices=items))
+    return (*_pipelines_table(choices), gr.Dropdown(choices=items), gr.CheckboxGroup(choices=items))
 
 
 # -- the page --------------------------------------------------------------------------------------
@@ -116,24 +152,34 @@ def _single_tab(file: gr.File, items: list[tuple[str, str]], default: str) -> gr
     with gr.Row():
         pipeline = gr.Dropdown(items, value=default, label="Pipeline", scale=3, elem_id="pipeline")
         run = gr.Button("Run", variant="primary", scale=1, elem_id="run")
-    gr.Markdown("Overlay: each mask in its class colour (key at the top right). Maps: probabilities and "
-                "saliency as heatmaps. Downloads: the masks at the input's size (0/255 PNG), overlay.png, "
-                "scores.json and predictions.csv (the `python -m eval` columns).")
+    gr.Markdown("Overlay: each mask in its class colour (key in a top corner). Maps: probabilities and "
+                "saliency as heatmaps, each scaled to its own maximum (the colour bar gives the values). "
+                "Patch map: numbered boxes with their scores. Downloads: the masks at the input's size "
+                "(0/255 PNG), overlay.png, scores.json and predictions.csv (the `python -m eval` columns).")
     summary = gr.Markdown(label="Summary", elem_id="summary")
     with gr.Row():
         overlay = gr.Image(label="Overlay", type="numpy", format="png", interactive=False,
                            height=IMAGE_HEIGHT, elem_id="overlay")
         patches = gr.Image(label="Patch map", type="numpy", format="png", interactive=False,
                            height=IMAGE_HEIGHT, visible=False, elem_id="patches")
-    maps = gr.Gallery(label="Maps", format="png", columns=3, object_fit="contain", elem_id="maps")
+    maps = _gallery("Maps", "maps", columns=3)
     with gr.Row():
-        scores = gr.BarPlot(x="class", y="score", y_lim=[0, 1], label="Scores", elem_id="scores")
+        scores = gr.BarPlot(x="class", y="score", y_lim=[0, 1], label="Scores", visible=False,
+                            elem_id="scores")
         info = gr.JSON(label="Details", elem_id="details")
     files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     run.click(predict, [file, pipeline], [overlay, patches, maps, scores, info, files, summary],
               api_name="predict", concurrency_limit=1, concurrency_id="models",
-              ).success(_show_if_set, patches, patches, api_visibility="private", queue=False)
+              ).success(_show_if_set, info, [patches, scores], api_visibility="private", queue=False)
     return pipeline
+
+
+def _gallery(label: str, elem_id: str, columns: int) -> gr.Gallery:
+    """An output gallery that shows every picture: a CSS height of "auto" (gradio's default) caps a
+    gallery at 55% of the window and scrolls the rest out of sight; "max-content" grows with them.
+    Not interactive: an output must not offer "Drop Media Here"."""
+    return gr.Gallery(label=label, format="png", columns=columns, height="max-content", object_fit="contain",
+                      interactive=False, elem_id=elem_id)
 
 
 def _compare_tab(file: gr.File, items: list[tuple[str, str]], available: list[str]) -> gr.CheckboxGroup:
@@ -141,11 +187,11 @@ def _compare_tab(file: gr.File, items: list[tuple[str, str]], available: list[st
                 "predictions.csv has one row per pipeline.")
     picked = gr.CheckboxGroup(items, value=available, label="Pipelines to compare", elem_id="compare-pick")
     run = gr.Button("Compare", variant="primary", elem_id="compare-run")
-    overlays = gr.Gallery(label="Overlays", format="png", columns=max(1, min(4, len(available))),
-                          height=IMAGE_HEIGHT, object_fit="contain")
-    maps = gr.Gallery(label="Maps", format="png", columns=4, object_fit="contain")
-    table = gr.Dataframe(headers=logic.COMPARE_COLUMNS, label="Table", interactive=False)
-    files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+    overlays = _gallery("Overlays", "compare-overlays", columns=max(1, min(4, len(available))))
+    maps = _gallery("Maps", "compare-maps", columns=4)
+    table = gr.Dataframe(headers=logic.COMPARE_COLUMNS, label="Table", interactive=False,
+                         elem_id="compare-table")
+    files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="compare-downloads")
     run.click(compare, [file, picked], [overlays, maps, table, files], api_name="compare",
               concurrency_limit=1, concurrency_id="models",
               ).success(_side_by_side, overlays, overlays, api_visibility="private", queue=False)
@@ -153,13 +199,11 @@ def _compare_tab(file: gr.File, items: list[tuple[str, str]], available: list[st
 
 
 def build_demo(service: EvalService) -> gr.Blocks:
-    """The page, with /predict, /compare and the /eval_* endpoints of `service`."""
+    """The page, with /predict, /compare and the /eval_* endpoints of `service`. Builds no
+    pipeline: the warm-up starts at launch or on the first page load (`start_warmup`)."""
     choices = logic.pipeline_choices()
     items = logic.menu_items(choices)
     available = [c.name for c in choices if c.available]
-    # The first learned pipeline that can run ("cascade"), else whatever can.
-    default = next((c.name for c in choices if c.available and c.framework != "numpy"),
-                   available[0] if available else items[0][1])
     examples, labels = _examples()
     with gr.Blocks(title="mammo demo") as blocks:
         gr.Markdown(f"# {TITLE}\n{NOTICE}")
@@ -168,16 +212,27 @@ def build_demo(service: EvalService) -> gr.Blocks:
             with gr.Column():
                 gr.Examples(examples, [file], label="Example DICOMs (CBIS-DDSM)", example_labels=labels)
         with gr.Accordion("Pipelines", open=True):
-            table = gr.Markdown(logic.pipelines_markdown(choices), elem_id="pipelines")
+            table = gr.Markdown(logic.pipelines_markdown(choices, logic.load_states()), elem_id="pipelines")
+        timer = gr.Timer(TABLE_REFRESH_S, active=False)
         with gr.Tabs():
             with gr.Tab("Run a pipeline"):
-                pipeline = _single_tab(file, items, default)
+                pipeline = _single_tab(file, items, logic.default_pipeline(choices))
             with gr.Tab("Compare pipelines"):
                 picked = _compare_tab(file, items, available)
-        blocks.load(refresh_pipelines, None, [table, pipeline, picked], api_visibility="private",
-                    queue=False)  # a page load must not wait behind a running prediction
+        # Neither may wait behind a running prediction in the queue: both only read files and states.
+        blocks.load(refresh_pipelines, None, [table, timer, pipeline, picked], api_visibility="private",
+                    queue=False)
+        timer.tick(_pipelines_table, None, [table, timer], api_visibility="private", queue=False)
         add_api(blocks, service)
     return blocks
+
+
+def main(args: argparse.Namespace) -> None:
+    """`python app.py`: one log line per user error, the warm-up, then serve until stopped."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mammo").setLevel(logging.INFO)  # the app's and the warm-up's lines only
+    start_warmup(logic.pipeline_choices())
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, **launch_options(SERVICE))
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
@@ -186,4 +241,4 @@ demo = build_demo(SERVICE)
 demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
 
 if __name__ == "__main__":
-    demo.launch(server_name=ARGS.host, server_port=ARGS.port, show_error=True, **launch_options(SERVICE))
+    main(ARGS)

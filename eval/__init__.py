@@ -4,6 +4,9 @@
     python -m eval score --predictions out/predictions.csv --dataset cdd-cesm:../shared/data/cdd_cesm
     python -m eval serve --datasets-root /data --port 7861
 
-Modules: `runner` (evaluate: pipeline x dataset -> files, resumable), `scoring` (files -> metrics),
-`report` (metrics -> report.html), `server` (a job queue behind Gradio API endpoints), `cli`.
+Modules, each importing only those after it (tests/test_eval_imports.py checks for cycles): `cli`,
+`server`, `jobs` (a job queue behind Gradio API endpoints), `runner` (the top of an evaluation:
+pipeline x dataset -> files, resumable, then scoring and the report; `rescore` for saved files),
+`report_data` (what report.html shows), `report` (its layout), `scoring` (files -> metrics.json),
+`dataset` ("KIND:PATH" -> loader) and `table` (predictions.csv, atomic writes).
 """

@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             add_serve_args(parser)
             return int(serve(parser.parse_args(argv[1:])))
         if argv[:1] == ["score"]:
-            from eval.scoring import score
+            from eval.runner import rescore
 
             args = score_parser().parse_args(argv[1:])
-            metrics = score(args.predictions, args.dataset, split=args.split, limit=args.limit,
-                            n_resamples=args.resamples, report=not args.no_report, quiet=args.quiet)
+            metrics = rescore(args.predictions, args.dataset, split=args.split, limit=args.limit,
+                              n_resamples=args.resamples, report=not args.no_report, quiet=args.quiet)
         else:
             from eval.runner import evaluate
 

@@ -23,6 +23,17 @@ import plotly.graph_objects as go
 from mammo.viz import compare_overlay
 
 FROC_RATES = ("0.25", "0.5", "1", "2", "4")
+#: Names shown, per section, for metrics.json keys whose own name says too little in the summary table.
+_METRIC_NAMES = {"segmentation": {
+    "dice": "Dice (images whose reference holds the class)",
+    "iou": "IoU (images whose reference holds the class)",
+    "n_images": "images whose reference holds the class",
+    "reference_unknown_images": "images of unknown reference (older predictions.csv; in the Dice)",
+    "empty_reference_images": "images with an empty reference",
+    "empty_reference_fp_rate": "empty reference: share of images with a predicted pixel",
+    "empty_reference_mean_pred_area": "empty reference: mean predicted area (% of the image)",
+}}
+_PERCENT_KEYS = {"empty_reference_mean_pred_area"}
 _LABEL_COLORS = {"malignant": "#d62728", "benign": "#1f77b4"}
 _PALETTE = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -136,16 +147,23 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def fmt_ci(value: Any) -> str:
-    """{"mean", "ci95", "undefined"} -> "0.712 (0.661–0.754)", "0.712" or "undefined: reason"."""
+def fmt_ci(value: Any, percent: bool = False) -> str:
+    """{"mean", "ci95", "undefined"} -> "0.712 (0.661–0.754)", "0.712" or "undefined: reason".
+
+    percent: a fraction shown as a percentage with 3 significant digits ("0.0123%"), for areas.
+    """
     if isinstance(value, dict):
         mean, ci = value.get("mean"), value.get("ci95")
         if mean is None or (isinstance(mean, float) and math.isnan(mean)):
             reason = value.get("undefined")
             return f"undefined: {reason}" if reason else "undefined"
+
+        def num(x: float) -> str:
+            return f"{100 * x:.3g}%" if percent else f"{x:.3f}"
+
         if ci and len(ci) == 2 and None not in ci:
-            return f"{mean:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
-        return f"{mean:.3f}"
+            return f"{num(mean)} ({num(ci[0])}–{num(ci[1])})"
+        return num(mean)
     if value is None:
         return "undefined"
     if isinstance(value, float):
@@ -158,12 +176,15 @@ def _metric_rows(section: str, entries: dict) -> list[tuple[str, str, str, str]]
     rows = []
     for name, metrics in entries.items():
         for key, value in (metrics or {}).items():
+            if key.endswith("_seconds"):
+                continue  # a timing (older metrics.json kept bootstrap_seconds here), not a metric
             if key == "froc" and isinstance(value, dict):
                 rows += [(section, name, f"sensitivity @ {r} FP/image", fmt_ci(v)) for r, v in value.items()]
             elif key == "calibration" and isinstance(value, dict):
                 rows.append((section, name, "expected calibration error", fmt_ci(value.get("ece"))))
             else:
-                rows.append((section, name, key, fmt_ci(value)))
+                rows.append((section, name, _METRIC_NAMES.get(section, {}).get(key, key),
+                             fmt_ci(value, percent=key in _PERCENT_KEYS)))
     return rows
 
 
@@ -176,6 +197,7 @@ def _header(data: ReportData) -> str:
              ("split", m.get("split") or "all"),
              ("images", m.get("n_images")), ("errors", m.get("n_errors")),
              ("seconds per image", None if spi is None else f"{spi:.3g}"),
+             *[(k.replace("_", " "), v) for k, v in (m.get("timings") or {}).items()],
              ("weights sha256", None if not sha else f"{sha[:12]}…"),
              ("generated", datetime.now().strftime("%Y-%m-%d %H:%M"))]
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts if v is not None)
@@ -284,10 +306,13 @@ def _froc_figure(curves: list[FrocCurve]) -> go.Figure | None:
     curves = [c for c in curves if len(c.fp_per_image)]
     if not curves:
         return None
+    all_rates = [float(r) for c in curves for r in c.at_rates] or [float(r) for r in FROC_RATES]
+    left, right = min(0.125, min(all_rates) / 2), max(8.0, 2 * max(all_rates))
     fig = go.Figure()
     for i, c in enumerate(curves):
         color = _color(c.cls, i)
-        fig.add_scatter(x=c.fp_per_image, y=c.sensitivity, mode="lines", line={"color": color},
+        x, y = froc_line(c.fp_per_image, c.sensitivity, [float(r) for r in c.at_rates], left)
+        fig.add_scatter(x=x, y=y, mode="lines", line={"color": color, "shape": "hv"},
                         name=f"{c.cls} ({c.n_lesions} lesions, {c.n_images} images)", legendgroup=c.cls)
         rates = [r for r, v in c.at_rates.items() if v and v.get("mean") is not None]
         if rates:
@@ -298,11 +323,31 @@ def _froc_figure(curves: list[FrocCurve]) -> go.Figure | None:
                             error_y={"type": "data", "symmetric": False,
                                      "array": np.nan_to_num(ci[:, 1] - mean),
                                      "arrayminus": np.nan_to_num(mean - ci[:, 0])})
-    fig.update_layout(xaxis={"type": "log", "range": [math.log10(0.125), math.log10(8)],
+    fig.update_layout(xaxis={"type": "log", "range": [math.log10(left), math.log10(right)],
                              "title": "false positives per image",
                              "tickvals": [0.125, 0.25, 0.5, 1, 2, 4, 8]},
                       yaxis={"title": "sensitivity", "range": [0, 1.02]}, height=450)
     return fig
+
+
+def froc_line(fp_per_image: np.ndarray, sensitivity: np.ndarray, rates: list[float],
+              left: float) -> tuple[np.ndarray, np.ndarray]:
+    """The FROC as drawn, x and y float64 (M,): a step line (plotly shape "hv") from `left` (> 0) to
+    at least the largest of `rates`, through every operating point read off the curve.
+
+    Why: `mammo.metrics.froc_sensitivities` reads the sensitivity at r as the best point with at most
+    r FP/image, and past the curve's last point (every candidate above the threshold kept, so no more
+    false positives can come) it keeps the last sensitivity. Joining only the curve's points with
+    straight lines stops the line there (e.g. at 1.4 FP/image) and leaves the 2 and 4 FP/image values
+    as lone dots; a log axis also drops the points at 0 FP/image. So the points are joined as steps,
+    those left of `left` are drawn at `left`, and the last sensitivity is carried on to the largest rate.
+    """
+    x = np.maximum(np.asarray(fp_per_image, dtype=np.float64), left)
+    y = np.maximum.accumulate(np.asarray(sensitivity, dtype=np.float64))
+    end = max(rates, default=0.0)
+    if x.size and end > x[-1]:
+        x, y = np.append(x, end), np.append(y, y[-1])
+    return x, y
 
 
 def _png_uri(rgb: np.ndarray) -> str:

@@ -1,12 +1,16 @@
 """Run one pipeline over one dataset: predictions.csv, masks/, probabilities/, then metrics and report.
 
+The top of the evaluation: `evaluate` runs the images here, then `eval.scoring` (metrics.json), then
+`eval.report_data` (report.html); `rescore` does the last two for saved predictions. Imports go one
+way, down: runner -> report_data -> scoring -> dataset, table (data flows the other way).
+
 Output folder:
     run.json              what was run (pipeline, dataset, split, limit); `--resume` checks it
     predictions.csv       one row per image (see `eval.table`), rewritten atomically after each image
     masks/<id>_<class>.png           predicted masks, 0/255, in the input's original geometry
     probabilities/<id>_<class>.png   255 * probability of the detection classes (lesion,
                                      calcification) where the dataset outlines them: FROC input
-    metrics.json, report.html        written by `eval.scoring` at the end
+    metrics.json, report.html        written by `eval.scoring` and `eval.report_data` at the end
 
 An image's files are written before its row, so a row in predictions.csv means its outputs are
 complete; a kill loses at most the images in flight, and `resume` skips every image with a row.
@@ -23,11 +27,15 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from eval.table import Row, format_value, read_rows, safe_name, write_rows
-from mammo.datasets import LOADERS, DatasetLoader, load_dataset
+from eval.dataset import open_dataset
+from eval.report_data import build_report
+from eval.scoring import score_run
+from eval.table import Row, format_value, read_rows, safe_name, score_cells, write_json, write_rows
+from mammo.datasets import DatasetLoader
 from mammo.errors import MammoInputError
 from mammo.export import map_to_u8, write_png
-from mammo.metrics import dice_iou
+from mammo.metrics import mask_score
+from mammo.pipelines.registry import check_name, get_pipeline
 
 ProgressCallback = Callable[[int, int], None]
 #: Classes whose probability maps are kept for lesion-level detection (FROC).
@@ -35,32 +43,11 @@ DETECTION_CLASSES = ("lesion", "calcification")
 RUN_KEYS = ("pipeline", "dataset", "split", "limit")
 
 
-def parse_dataset(spec: str) -> tuple[str, Path]:
-    """"KIND:PATH" -> (kind, path); KIND must be a loader of `mammo.datasets.LOADERS`."""
-    kind, sep, path = spec.partition(":")
-    if not sep or not path:
-        raise MammoInputError(f"dataset {spec!r} must be KIND:PATH, e.g. cdd-cesm:../shared/data/cdd_cesm; "
-                              f"kinds: {', '.join(LOADERS)}")
-    if kind not in LOADERS:
-        raise MammoInputError(f"unknown dataset kind {kind!r}; kinds: {', '.join(LOADERS)}")
-    return kind, Path(path).expanduser()
-
-
-def open_dataset(spec: str, split: str | None = None, limit: int | None = None) -> DatasetLoader:
-    """The loader for "KIND:PATH", restricted to `split` (a name or CSV, see `load_dataset`) and the
-    first `limit` images."""
-    kind, path = parse_dataset(spec)
-    loader = load_dataset(kind, path, split=split)
-    return loader if limit is None else loader.head(limit)
-
-
 class ImageEvaluator:
     """Runs the pipeline on one image of the dataset and writes its files; one per process."""
 
     def __init__(self, pipeline: str, dataset: str, split: str | None, limit: int | None,
                  out_dir: Path) -> None:
-        from mammo.pipelines.registry import get_pipeline
-
         self.dataset = open_dataset(dataset, split, limit)
         self.pipeline = get_pipeline(pipeline)
         self.out_dir = out_dir
@@ -93,8 +80,7 @@ class ImageEvaluator:
                     "malignant_pred": format_value(_score(result.scores, "malignant"))}
         for name, truth in sample.masks.items():
             if name in result.masks:
-                dice, iou = dice_iou(result.masks[name], truth)
-                row[f"dice_{name}"], row[f"iou_{name}"] = format_value(dice), format_value(iou)
+                row.update(score_cells(name, mask_score(result.masks[name], truth)))
         self._write_maps(sample.image_id, result, set(sample.masks))
         return row
 
@@ -148,13 +134,6 @@ def check_resume(out_dir: Path, run: dict[str, Any], resume: bool) -> list[Row]:
     return read_rows(table)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | None = None,
              limit: int | None = None, workers: int = 1, resume: bool = False,
              progress: ProgressCallback | None = None, quiet: bool = False,
@@ -173,9 +152,6 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
     Raises:
         MammoInputError: bad dataset spec or split, unknown pipeline, or a resume that does not match.
     """
-    from eval.scoring import score
-    from mammo.pipelines.registry import check_name
-
     try:
         check_name(pipeline)
     except KeyError as err:
@@ -189,8 +165,20 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
     for sub in ("masks", "probabilities"):
         (out / sub).mkdir(exist_ok=True)
     rows = _run_images(loader, done_rows, (pipeline, dataset, split, limit, out), workers, progress, quiet)
-    return score(out / "predictions.csv", dataset, split=split, limit=limit, rows=rows,
-                 n_resamples=n_resamples, report=report, quiet=quiet)
+    return rescore(out / "predictions.csv", dataset, split=split, limit=limit, rows=rows,
+                   n_resamples=n_resamples, report=report, quiet=quiet)
+
+
+def rescore(predictions: str | Path, dataset: str | None, *, split: str | None = None,
+            limit: int | None = None, rows: list[Row] | None = None, n_resamples: int = 1000,
+            seed: int = 0, report: bool = True, quiet: bool = False) -> dict[str, Any]:
+    """metrics.json (see `eval.scoring.score_run`, same arguments) and, with `report`, report.html
+    beside `predictions`; returns the metrics dict."""
+    scored = score_run(predictions, dataset, split=split, limit=limit, rows=rows, n_resamples=n_resamples,
+                       seed=seed, quiet=quiet)
+    if report:
+        build_report(Path(predictions).parent, scored)
+    return scored.metrics
 
 
 def _run_images(loader: DatasetLoader, done_rows: list[Row], args: tuple, workers: int,

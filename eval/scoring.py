@@ -1,9 +1,11 @@
-"""predictions.csv (+ masks/, probabilities/) and the dataset's references -> metrics.json, report.html.
+"""predictions.csv (+ masks/, probabilities/) and the dataset's references -> metrics.json.
 
 Runs without a model: `python -m eval score --predictions DIR/predictions.csv --dataset KIND:PATH`.
-Per-image Dice/IoU are recomputed from `masks/` against the dataset when both are there, else taken
-from the CSV; lesion detection (FROC) needs `probabilities/` and the dataset's lesion masks;
+Per-image Dice/IoU/areas are recomputed from `masks/` against the dataset when both are there, else
+taken from the CSV; lesion detection (FROC) needs `probabilities/` and the dataset's lesion masks;
 classification needs the `*_pred` and `*_label` columns. What cannot be computed is left out.
+Imports only the bottom modules (`eval.dataset`, `eval.table`); `eval.runner` calls this, then
+`eval.report_data`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from eval.dataset import open_dataset
 from eval.table import (
     Row,
-    format_value,
     metric_classes,
     read_png_mask,
     read_rows,
+    row_score,
     safe_name,
+    score_cells,
     to_float,
+    write_json,
     write_rows,
 )
 from mammo import metrics as M
@@ -37,8 +42,14 @@ FROC_THRESHOLD = 0.5
 def conventions(n_resamples: int, seed: int, froc_threshold: float) -> dict[str, str]:
     """The rules behind every number, written into metrics.json."""
     return {
-        "dice": "Dice and IoU per image, then the mean over images. Both masks empty: 1; one empty and "
-                "the other not: 0. Images without a reference mask for a class do not count for it.",
+        "dice": "Dice and IoU per image (predictions.csv): both masks empty: 1; one empty and the other "
+                "not: 0. The Dice/IoU of a class is the mean over the images whose reference holds the "
+                "class (n_images); images whose reference is empty are left out of it and its CI, and "
+                "summarised apart: empty_reference_images (their count), empty_reference_fp_rate (the "
+                "share with any predicted pixel) and empty_reference_mean_pred_area (their mean predicted "
+                "area, fraction of the image's pixels). Images without a reference mask for a class do "
+                "not count for it at all; reference_unknown_images (rows of an older predictions.csv "
+                "scored without the dataset) are counted as holding the class.",
         "bootstrap": f"95% percentile intervals from {n_resamples} bootstrap resamples over patients (all "
                      f"images of a drawn patient together), seed {seed}.",
         "classification": f"AUC from scikit-learn; undefined (null) when the labels hold one class. "
@@ -52,19 +63,36 @@ def conventions(n_resamples: int, seed: int, froc_threshold: float) -> dict[str,
 
 @dataclass
 class Evidence:
-    """Per-image values gathered for scoring (parallel lists; `groups` are patient ids)."""
+    """Per-image values gathered for scoring, per class (parallel lists)."""
 
-    seg: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # class -> dice/iou/patient
-    seg_ids: dict[str, list[str]] = field(default_factory=dict)
+    seg: dict[str, list[M.MaskScore]] = field(default_factory=dict)
+    seg_groups: dict[str, list[str]] = field(default_factory=dict)  # patient ids
+    seg_ids: dict[str, list[str]] = field(default_factory=dict)     # image ids
     detections: dict[str, list[M.ImageDetections]] = field(default_factory=dict)
     det_groups: dict[str, list[str]] = field(default_factory=dict)
 
 
-def score(predictions: str | Path, dataset: str | None, *, split: str | None = None,
-          limit: int | None = None, rows: list[Row] | None = None, n_resamples: int = 1000,
-          seed: int = 0, froc_threshold: float = FROC_THRESHOLD, report: bool = True,
-          quiet: bool = False) -> dict[str, Any]:
-    """Compute metrics.json (and report.html) beside `predictions`; returns the metrics dict.
+@dataclass
+class ScoredRun:
+    """What scoring found, for the report: metrics.json's dict and the inputs behind it."""
+
+    metrics: dict[str, Any]
+    rows: list[Row]
+    evidence: Evidence
+    loader: DatasetLoader | None
+    n_resamples: int
+    seed: int
+
+
+def score(predictions: str | Path, dataset: str | None, **kwargs: Any) -> dict[str, Any]:
+    """`score_run`'s metrics dict (metrics.json only; `eval.runner.rescore` also writes report.html)."""
+    return score_run(predictions, dataset, **kwargs).metrics
+
+
+def score_run(predictions: str | Path, dataset: str | None, *, split: str | None = None,
+              limit: int | None = None, rows: list[Row] | None = None, n_resamples: int = 1000,
+              seed: int = 0, froc_threshold: float = FROC_THRESHOLD, quiet: bool = False) -> ScoredRun:
+    """Compute metrics.json beside `predictions` and write it.
 
     Args:
         predictions: the predictions.csv; masks/ and probabilities/ are looked for beside it.
@@ -72,8 +100,6 @@ def score(predictions: str | Path, dataset: str | None, *, split: str | None = N
         rows: the rows when the caller has them (the runner); then the CSV's Dice values are used
             as they are and the dataset is read only for detection and the gallery.
     """
-    from eval.runner import open_dataset, write_json
-
     path = Path(predictions)
     out = path.parent
     recompute = rows is None
@@ -82,7 +108,10 @@ def score(predictions: str | Path, dataset: str | None, *, split: str | None = N
     evidence = gather(rows, loader, out, recompute, froc_threshold, quiet)
     if recompute and loader is not None and evidence.seg:
         write_rows(path, rows)  # the recomputed Dice/IoU columns
+    started = time.perf_counter()
     result = summarise(rows, evidence, n_resamples, seed)
+    # A timing, not a metric: kept out of the metric sections (the report shows it with the run facts).
+    timings = {"bootstrap_seconds": round(time.perf_counter() - started, 2)}
     ok = [r for r in rows if not r.get("error")]
     seconds = [s for s in (to_float(r.get("seconds", "")) for r in ok) if s is not None]
     metrics = {
@@ -90,14 +119,10 @@ def score(predictions: str | Path, dataset: str | None, *, split: str | None = N
         "n_images": len(rows), "n_errors": len(rows) - len(ok),
         "seconds_per_image": round(float(np.mean(seconds)), 4) if seconds else None,
         "weights_sha256": _first(rows, "weights_sha256"),
-        "conventions": conventions(n_resamples, seed, froc_threshold), **result,
+        "conventions": conventions(n_resamples, seed, froc_threshold), **result, "timings": timings,
     }
     write_json(out / "metrics.json", metrics)
-    if report:
-        from eval.report_data import build_report
-
-        build_report(out, metrics, rows, evidence, loader, n_resamples, seed)
-    return metrics
+    return ScoredRun(metrics, rows, evidence, loader, n_resamples, seed)
 
 
 def _first(rows: list[Row], key: str) -> str:
@@ -118,8 +143,7 @@ def gather(rows: list[Row], loader: DatasetLoader | None, out: Path, recompute: 
         for name, truth in sample.masks.items():
             pred_path = out / "masks" / f"{safe_name(row['image_index'])}_{name}.png"
             if recompute and pred_path.is_file():
-                dice, iou = M.dice_iou(read_png_mask(pred_path), truth)
-                row[f"dice_{name}"], row[f"iou_{name}"] = format_value(dice), format_value(iou)
+                row.update(score_cells(name, M.mask_score(read_png_mask(pred_path), truth)))
             prob_path = out / "probabilities" / f"{safe_name(row['image_index'])}_{name}.png"
             if prob_path.is_file():
                 prob = read_png_mask(prob_path, binary=False)
@@ -127,13 +151,11 @@ def gather(rows: list[Row], loader: DatasetLoader | None, out: Path, recompute: 
                 evidence.det_groups.setdefault(name, []).append(row["patient_id"] or row["image_index"])
     for name in metric_classes(ok):
         for row in ok:
-            dice, iou = to_float(row.get(f"dice_{name}", "")), to_float(row.get(f"iou_{name}", ""))
-            if dice is None or iou is None:
+            mask = row_score(row, name)
+            if mask is None:
                 continue
-            values = evidence.seg.setdefault(name, {"dice": [], "iou": [], "patient": []})
-            values["dice"].append(dice)
-            values["iou"].append(iou)
-            values["patient"].append(row["patient_id"] or row["image_index"])
+            evidence.seg.setdefault(name, []).append(mask)
+            evidence.seg_groups.setdefault(name, []).append(row["patient_id"] or row["image_index"])
             evidence.seg_ids.setdefault(name, []).append(row["image_index"])
     return evidence
 
@@ -145,7 +167,8 @@ def _files(out: Path, sub: str, row: Row) -> bool:
 def summarise(rows: list[Row], evidence: Evidence, n_resamples: int, seed: int) -> dict[str, Any]:
     """The "segmentation", "classification" and "detection" parts of metrics.json (absent when empty)."""
     out: dict[str, Any] = {}
-    seg = {name: segmentation_entry(v, n_resamples, seed) for name, v in evidence.seg.items()}
+    seg = {name: segmentation_entry(v, evidence.seg_groups[name], n_resamples, seed)
+           for name, v in evidence.seg.items()}
     if seg:
         out["segmentation"] = seg
     cls = {}
@@ -162,20 +185,54 @@ def summarise(rows: list[Row], evidence: Evidence, n_resamples: int, seed: int) 
     return out
 
 
-def segmentation_entry(values: dict[str, list[float]], n_resamples: int, seed: int) -> dict[str, Any]:
+def segmentation_entry(scores: list[M.MaskScore], groups: list[str], n_resamples: int,
+                       seed: int) -> dict[str, Any]:
+    """One class's "segmentation" entry from its per-image scores and their patients (parallel).
+
+    dice, iou: means with CIs over the images whose reference holds the class (n_images); the
+    others are left out of both (the bootstrap draws only their patients) and summarised apart.
+    """
+    ref, empty = M.split_by_reference(scores)
     entry: dict[str, Any] = {}
     for metric in ("dice", "iou"):
-        data = np.asarray(values[metric])
-        entry[metric] = _estimate(lambda idx, d=data: float(d[idx].mean()), values["patient"], n_resamples, seed)
-    entry["n"] = len(values["dice"])
+        values = np.array([getattr(scores[i], metric) for i in ref], dtype=np.float64)
+        entry[metric] = _mean_estimate(values, [groups[i] for i in ref], n_resamples, seed)
+        if not ref.size:
+            entry[metric]["undefined"] = "no image's reference holds this class"
+    entry["n_images"] = int(ref.size)
+    unknown = sum(scores[i].reference_area is None for i in ref)
+    if unknown:  # rows of an older predictions.csv scored without the dataset: counted as before
+        entry["reference_unknown_images"] = unknown
+    entry["empty_reference_images"] = int(empty.size)
+    if empty.size:  # else absent: a rate over no image is not 0
+        area = np.array([scores[i].pred_area for i in empty], dtype=np.float64)
+        empty_groups = [groups[i] for i in empty]
+        entry["empty_reference_fp_rate"] = _mean_estimate((area > 0).astype(np.float64), empty_groups,
+                                                          n_resamples, seed)
+        entry["empty_reference_mean_pred_area"] = _mean_estimate(area, empty_groups, n_resamples, seed,
+                                                                 significant=True)
     return entry
 
 
-def _estimate(statistic, groups: list[str], n_resamples: int, seed: int) -> dict[str, Any]:
+def _mean_estimate(values: np.ndarray, groups: list[str], n_resamples: int, seed: int,
+                   significant: bool = False) -> dict[str, Any]:
+    """Mean of float `values` (N,) with its patient-bootstrap CI; None (no CI) when N is 0."""
+    if not values.size:
+        return {"mean": None, "ci95": None}
+    return _estimate(lambda idx: float(values[idx].mean()), groups, n_resamples, seed, significant)
+
+
+def _round(value: float, significant: bool) -> float:
+    # Areas are small fractions (a lesion is ~1e-3 of a film): 4 decimals would round them to 0.
+    return float(f"{value:.4g}") if significant else round(float(value), 4)
+
+
+def _estimate(statistic, groups: list[str], n_resamples: int, seed: int,
+              significant: bool = False) -> dict[str, Any]:
     est = M.with_ci(statistic, groups, n_resamples=n_resamples, seed=seed)
     mean, ci = est["mean"], est["ci95"]
-    return {"mean": None if mean is None else round(float(mean), 4),
-            "ci95": None if ci is None else [round(float(x), 4) for x in ci]}
+    return {"mean": None if mean is None else _round(mean, significant),
+            "ci95": None if ci is None else [_round(x, significant) for x in ci]}
 
 
 def label_pairs(rows: list[Row], label: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
@@ -221,7 +278,6 @@ def detection_entry(dets: list[M.ImageDetections], groups: list[str], n_resample
         entry["froc"] = None
         entry["undefined"] = "no reference lesion in these images"
         return entry
-    started = time.perf_counter()
     froc = {}
     for rate in M.FROC_RATES:
         def stat(idx: np.ndarray, rate: float = rate) -> float | None:
@@ -231,5 +287,4 @@ def detection_entry(dets: list[M.ImageDetections], groups: list[str], n_resample
             return M.froc_sensitivities(picked, (rate,))[rate]
         froc[f"{rate:g}"] = _estimate(stat, groups, n_resamples, seed)
     entry["froc"] = froc
-    entry["bootstrap_seconds"] = round(time.perf_counter() - started, 2)
     return entry

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ from mammo.errors import MammoInputError
 
 if TYPE_CHECKING:  # gradio is imported lazily: the CLI and the service itself do not need it
     import gradio as gr
+
+logger = logging.getLogger(__name__)
 
 
 # -- Gradio -----------------------------------------------------------------------------------
@@ -46,7 +49,10 @@ def _api_call(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args)
         except MammoInputError as err:
-            raise gr.Error(str(err)) from err
+            # A user's mistake: one log line, no traceback (gradio's queue prints one for any
+            # gr.Error unless told not to), and the message for the client.
+            logger.info("%s: %s", fn.__name__, err)
+            raise gr.Error(str(err), print_exception=False) from None
 
     return wrapper
 

@@ -1,16 +1,21 @@
-"""predictions.csv: its columns, one row per image, atomic writes, and reading it back.
+"""The run's files: predictions.csv (its columns, one row per image, reading it back) and atomic writes.
 
 Columns, in order: the five the GLAM authors' tool writes (`image_index, benign_pred,
 malignant_pred, benign_label, malignant_label`; empty where unknown), then `patient_id,
 laterality, view, pipeline, weights_sha256`, then `dice_<class>, iou_<class>` for each class that
-some image has a reference mask for (standard class order), then `seconds` and `error` (empty
-unless the image failed).
+some image has a reference mask for (standard class order; per image, so 1 when reference and
+prediction are both empty), then `ref_area_<class>, pred_area_<class>` (the reference's and the
+prediction's pixels as a fraction of the image's: 0 = empty; absent in files of older versions),
+then `seconds` and `error` (empty unless the image failed).
+
+This module sits at the bottom of `eval`: it imports no other `eval` module.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -19,11 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mammo.metrics import MaskScore
 from mammo.pipelines.base import STANDARD_CLASSES
 
 GLAM_COLUMNS = ("image_index", "benign_pred", "malignant_pred", "benign_label", "malignant_label")
 ID_COLUMNS = ("patient_id", "laterality", "view", "pipeline", "weights_sha256")
 TAIL_COLUMNS = ("seconds", "error")
+AREA_COLUMNS = ("ref_area", "pred_area")
 Row = dict[str, str]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -43,8 +50,27 @@ def metric_classes(rows: list[Row]) -> list[str]:
 
 def columns(rows: list[Row]) -> list[str]:
     """The header for these rows (see the module docstring)."""
-    seg = [f"{m}_{c}" for c in metric_classes(rows) for m in ("dice", "iou")]
-    return [*GLAM_COLUMNS, *ID_COLUMNS, *seg, *TAIL_COLUMNS]
+    classes = metric_classes(rows)
+    seg = [f"{m}_{c}" for c in classes for m in ("dice", "iou")]
+    areas = [f"{m}_{c}" for c in classes for m in AREA_COLUMNS if any(r.get(f"{m}_{c}") for r in rows)]
+    return [*GLAM_COLUMNS, *ID_COLUMNS, *seg, *areas, *TAIL_COLUMNS]
+
+
+def score_cells(name: str, score: MaskScore) -> Row:
+    """The cells of one image's score of class `name`: dice/iou with 6 decimals, the areas with 6
+    significant digits (a one-pixel reference in a large image must not print as 0)."""
+    return {f"dice_{name}": format_value(score.dice), f"iou_{name}": format_value(score.iou),
+            f"ref_area_{name}": f"{score.reference_area:.6g}", f"pred_area_{name}": f"{score.pred_area:.6g}"}
+
+
+def row_score(row: Row, name: str) -> MaskScore | None:
+    """The score of class `name` in a row; None without dice and iou. Rows of older files have no
+    areas: reference_area None (counted as holding the class), pred_area NaN."""
+    dice, iou = to_float(row.get(f"dice_{name}", "")), to_float(row.get(f"iou_{name}", ""))
+    if dice is None or iou is None:
+        return None
+    ref, pred = (to_float(row.get(f"{m}_{name}", "")) for m in AREA_COLUMNS)
+    return MaskScore(dice, iou, ref, math.nan if pred is None else pred)
 
 
 def format_value(value: object, digits: int = 6) -> str:
@@ -65,6 +91,13 @@ def write_rows(path: Path, rows: list[Row]) -> None:
         writer.writerow({key: row.get(key, "") for key in writer.fieldnames})
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
 

@@ -5,6 +5,11 @@ Conventions (stated once, used everywhere):
 - Empty prediction and empty truth: Dice = IoU = 1 (the model correctly found nothing).
   Empty truth and a non-empty prediction (or the reverse): 0.
 - Dataset segmentation numbers are the mean over images of the per-image values (not pooled pixels).
+  The headline mean of a class (`summarise_masks`, `SegmentationMeter(ignore_empty=True)`, as
+  MONAI's `ignore_empty=True`) is over the images whose reference holds the class: counting the
+  empty/empty 1s would let a model that finds nothing score high on a set of mostly normal images.
+  Images with an empty reference are summarised apart: how many, the share with any predicted pixel
+  (false-positive image rate) and their mean predicted area (fraction of the image's pixels).
 - Classification: labels are 0/1, a positive call is `score >= threshold`. A number that is undefined
   for the data (AUC with one class present, sensitivity without positives, specificity without
   negatives) is None, never 0.5 or NaN. NaN scores are an error (ValueError), not silently negative.
@@ -50,23 +55,84 @@ def per_class_dice_iou(pred_labels: np.ndarray, true_labels: np.ndarray,
     return {name: dice_iou(pred_labels == v, true_labels == v) for name, v in classes.items()}
 
 
-class SegmentationMeter:
-    """Accumulates per-image Dice/IoU per class; `summary()` gives the means over images."""
+@dataclass(frozen=True)
+class MaskScore:
+    """One image's segmentation of one class: Dice and IoU in [0, 1] (1.0 when both masks are
+    empty), and the reference's and prediction's pixels as a fraction of the image's, in [0, 1].
+    reference_area None = unknown (an older predictions.csv): the image counts as having a
+    reference, as every image did before. pred_area NaN = unknown."""
 
-    def __init__(self) -> None:
-        self.values: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"dice": [], "iou": []})
+    dice: float
+    iou: float
+    reference_area: float | None
+    pred_area: float
+
+    @property
+    def reference_empty(self) -> bool:
+        return self.reference_area == 0.0
+
+
+def mask_score(pred: np.ndarray, truth: np.ndarray) -> MaskScore:
+    """Dice, IoU and areas of a bool prediction against a bool reference of the same shape."""
+    dice, iou = dice_iou(pred, truth)
+    size = max(1, int(np.asarray(truth).size))
+    return MaskScore(dice, iou, int(np.count_nonzero(truth)) / size, int(np.count_nonzero(pred)) / size)
+
+
+def split_by_reference(scores: Sequence[MaskScore]) -> tuple[np.ndarray, np.ndarray]:
+    """(with_reference, empty_reference): int64 positions in `scores` of the images whose reference
+    holds the class (or is unknown), and of those whose reference is empty."""
+    empty = np.array([s.reference_empty for s in scores], dtype=bool)
+    return np.flatnonzero(~empty), np.flatnonzero(empty)
+
+
+def summarise_masks(scores: Sequence[MaskScore]) -> dict[str, float | int | None]:
+    """One class's dataset numbers (no CIs): "dice", "iou" (means over the images with a reference,
+    None when none), "n_images" (their count), "empty_reference_images" (count of the others),
+    "empty_reference_fp_rate" (share of those with any predicted pixel) and
+    "empty_reference_mean_pred_area" (their mean predicted fraction of the image; None when none)."""
+    ref, empty = ([scores[i] for i in idx] for idx in split_by_reference(scores))
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    return {"dice": mean([s.dice for s in ref]), "iou": mean([s.iou for s in ref]), "n_images": len(ref),
+            "empty_reference_images": len(empty),
+            "empty_reference_fp_rate": mean([float(s.pred_area > 0) for s in empty]),
+            "empty_reference_mean_pred_area": mean([s.pred_area for s in empty])}
+
+
+class SegmentationMeter:
+    """Accumulates per-image `MaskScore`s per class (metric function + accumulator, as in MONAI).
+
+    ignore_empty=False (default, kept for training's model selection) averages over every image, an
+    empty/empty image counting 1; True averages over the images with a reference, as eval reports.
+    """
+
+    def __init__(self, ignore_empty: bool = False) -> None:
+        self.ignore_empty = ignore_empty
+        self.scores: dict[str, list[MaskScore]] = defaultdict(list)
 
     def add(self, name: str, pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-        """Score one image's mask for class `name`; returns (dice, iou)."""
-        d, i = dice_iou(pred, truth)
-        self.values[name]["dice"].append(d)
-        self.values[name]["iou"].append(i)
-        return d, i
+        """Score one image's bool mask (H, W) of class `name` against its reference; returns (dice, iou)."""
+        score = mask_score(pred, truth)
+        self.scores[name].append(score)
+        return score.dice, score.iou
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """{class: {"dice": mean, "iou": mean, "n": images}}."""
-        return {name: {"dice": float(np.mean(v["dice"])), "iou": float(np.mean(v["iou"])),
-                       "n": len(v["dice"])} for name, v in self.values.items()}
+        """{class: {"dice": mean, "iou": mean, "n": images averaged}}; NaN means when none."""
+        out = {}
+        for name, scores in self.scores.items():
+            kept = [scores[i] for i in split_by_reference(scores)[0]] if self.ignore_empty else scores
+            dice, iou = (float(np.mean([getattr(s, k) for s in kept])) if kept else float("nan")
+                         for k in ("dice", "iou"))
+            out[name] = {"dice": dice, "iou": iou, "n": len(kept)}
+        return out
+
+    def empty_reference(self) -> dict[str, dict[str, float | int | None]]:
+        """{class: the "empty_reference_*" numbers of `summarise_masks`}."""
+        return {name: {k: v for k, v in summarise_masks(scores).items() if k.startswith("empty_reference")}
+                for name, scores in self.scores.items()}
 
     def mean_dice(self, names: list[str] | None = None) -> float:
         """Mean over classes (`names`, default all) of the per-class mean Dice."""

@@ -51,21 +51,68 @@ def overlay_masks(
     return out
 
 
-def draw_legend(rgb: np.ndarray, names: list[str]) -> None:
-    """Write a colour key in the top-right corner of a uint8 RGB image, in place."""
+#: Legend text height as a fraction of the image's long side: 2.5% is 26 px on a 1024 px overlay,
+#: 16 px where the page shows it 640 px tall (the old key, 0.6 x min side / 900, was 6 px there).
+LEGEND_TEXT_FRACTION = 0.025
+_LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def legend_box(shape: tuple[int, ...], names: list[str]) -> tuple[int, int, int, int, float, int]:
+    """Geometry of the colour key for an image of `shape` (h, w[, 3]) listing `names`.
+
+    Returns:
+        (box width, box height, row height, text height, font scale, thickness) in pixels; the
+        text height (a letter's height above the baseline) is `LEGEND_TEXT_FRACTION` of the long
+        side (at least 8 px), shrunk only when the key would not fit in 90% of the image's width.
+    """
+    h, w = shape[:2]
+    unit_w = max(cv2.getTextSize(n, _LEGEND_FONT, 1.0, 2)[0][0] for n in names)
+    unit_h = cv2.getTextSize("Hg", _LEGEND_FONT, 1.0, 2)[0][1]
+    text_h = max(8.0, LEGEND_TEXT_FRACTION * max(h, w))
+    # swatch (text_h) + gap (text_h / 2) + text + padding (text_h / 2) on both sides
+    width_per_unit = unit_w / unit_h + 2.5
+    text_h = min(text_h, 0.9 * w / width_per_unit)
+    scale = text_h / unit_h
+    thickness = max(1, round(scale * 1.6))
+    row = round(text_h * 1.6)
+    pad = round(text_h / 2)
+    # rows from the first's top to the last's descenders (0.3 of the text height), then padding
+    height = (len(names) - 1) * row + round(1.3 * text_h) + 2 * pad
+    return round(text_h * width_per_unit), height, row, round(text_h), scale, thickness
+
+
+def _emptier_top_corner(rgb: np.ndarray, box_w: int, box_h: int) -> int:
+    """x of the key: the top corner (left or right) with the darker content, so the key covers
+    background rather than breast; the right one on a tie."""
+    w = rgb.shape[1]
+    left = float(rgb[:box_h, :box_w].mean()) if box_w and box_h else 0.0
+    right = float(rgb[:box_h, max(0, w - box_w):].mean()) if box_w and box_h else 0.0
+    return 0 if left < right else max(0, w - box_w)
+
+
+def draw_legend(rgb: np.ndarray, names: list[str]) -> tuple[int, int, int, int]:
+    """Write a colour key (a swatch and the class name, in its colour, per row, on a dark box) in
+    the emptier top corner of a uint8 RGB image (H, W, 3), in place.
+
+    Returns:
+        the key's box (x0, y0, x1, y1) in pixels, x1/y1 exclusive.
+    """
+    if not names:
+        return (0, 0, 0, 0)
     h, w = rgb.shape[:2]
-    scale = max(0.4, min(h, w) / 900)
-    thickness = max(1, int(1.5 * scale))
-    box = int(16 * scale)
-    widest = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, thickness)[0][0] for n in names)
-    x = max(0, w - widest - box - int(16 * scale))  # the whole key stays inside the image
-    step = int(28 * scale) + 4
+    box_w, box_h, row, text_h, scale, thickness = legend_box(rgb.shape, names)
+    box_w, box_h = min(box_w, w), min(box_h, h)
+    x0 = _emptier_top_corner(rgb, box_w, box_h)
+    backing = rgb[:box_h, x0:x0 + box_w]
+    backing[:] = (backing.astype(np.float32) * 0.25).astype(np.uint8)  # 75% black: contrast on any tissue
+    pad = round(text_h / 2)
     for i, name in enumerate(names):
-        y = step * (i + 1)
         color = CLASS_COLORS.get(name, _FALLBACK)
-        cv2.rectangle(rgb, (x, y - box), (x + box, y), color, -1)
-        cv2.putText(rgb, name, (x + box + int(6 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
-                    color, thickness, cv2.LINE_AA)
+        baseline_y = pad + text_h + i * row
+        cv2.rectangle(rgb, (x0 + pad, baseline_y - text_h), (x0 + pad + text_h, baseline_y), color, -1)
+        cv2.putText(rgb, name, (x0 + pad + round(1.5 * text_h), baseline_y), _LEGEND_FONT, scale, color,
+                    thickness, cv2.LINE_AA)
+    return (x0, 0, x0 + box_w, box_h)
 
 
 def downscale_for_view(rgb: np.ndarray, max_side: int = 2048) -> np.ndarray:
@@ -135,10 +182,14 @@ def colour_bar(height: int, vmax: float) -> np.ndarray:
     panel = np.full((height, width, 3), 255, np.uint8)
     panel[:, :bar.shape[1]] = bar
     scale = max(0.3, height / 900)
+    thickness = max(1, int(scale * 2))
     for frac in (0.0, 0.5, 1.0):
-        y = int(np.clip((1 - frac) * (height - 1), 12 * scale, height - 4))
-        cv2.putText(panel, f"{frac * vmax:.2f}", (bar.shape[1] + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0), max(1, int(scale * 2)), cv2.LINE_AA)
+        text = f"{frac * vmax:.2f}"
+        (_, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        # the baseline at the value's height, kept inside the panel (the top label was cut in half)
+        y = int(np.clip((1 - frac) * (height - 1) + text_h / 2, text_h + 2, height - base - 2))
+        cv2.putText(panel, text, (bar.shape[1] + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
     return panel
 
 
@@ -148,7 +199,8 @@ def draw_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], color: t
     e.g. "1 0.42": rank and score) are written on a filled tab at each box's top-left corner."""
     out = rgb.copy()
     thickness = thickness or max(1, round(max(rgb.shape[:2]) / 400))
-    scale = max(0.4, max(rgb.shape[:2]) / 1600)
+    # Label text ~2% of the long side: ~20 px on the 1024 px picture, ~12 px as the page shows it.
+    scale = max(0.4, max(rgb.shape[:2]) / 1100)
     for i, (y0, x0, y1, x1) in enumerate(boxes):
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), color, thickness)
         if labels is None or i >= len(labels) or not labels[i]:

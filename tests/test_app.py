@@ -1,8 +1,9 @@
 """Tests for the demo: `mammo.demo` (the logic, in-process) and `app.py` (a live server).
 
 The server tests start `python app.py --host 127.0.0.1 --port N` as a subprocess (the real start-up
-path: flags, queue, launch options) with GRADIO_TEMP_DIR and the eval jobs folder in tmp, and talk
-to it with `gradio_client`. `tests/test_app_browser.py` reuses the `app_server` fixture.
+path: flags, queue, launch options, warm-up) with GRADIO_TEMP_DIR and the eval jobs folder in tmp,
+and talk to it with `gradio_client`. `tests/test_app_browser.py` reuses the `app_server` fixture.
+The page's layout, the warm-up, the pictures and the logs are tested in `tests/test_app_*.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.dicom_factory import mammogram_pixels, png_claiming_size, text_file, 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 START_TIMEOUT_S = 180  # a 2-core machine that is also training: importing gradio alone takes seconds
+WARMUP = "breast,cascade"  # what the test server builds at start: what its tests use first
 HUGE_MESSAGE = r"huge\.png.: it is (too large|.*megapixels)"  # Pillow's or mammo's own pixel limit
 
 
@@ -170,6 +172,7 @@ class AppServer:
     start_seconds: float  # `python app.py` to the page answering 200
     temp_dir: Path  # GRADIO_TEMP_DIR of the server
     downloads: Path  # where the client puts files
+    log: Path  # the server's stdout and stderr
 
 
 def free_port() -> int:
@@ -192,7 +195,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     base = tmp_path_factory.mktemp("app")
     port = free_port()
     env = {**os.environ, **OFFLINE_ENV, "GRADIO_TEMP_DIR": str(base / "gradio"),
-           "MAMMO_EVAL_JOBS_DIR": str(base / "jobs")}
+           "MAMMO_EVAL_JOBS_DIR": str(base / "jobs"), "MAMMO_WARMUP": WARMUP}
     log = base / "server.log"
     with open(log, "w") as handle:
         start = time.monotonic()
@@ -205,7 +208,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
             waited = time.monotonic() - start
             assert waited < START_TIMEOUT_S, f"no answer in {START_TIMEOUT_S} s:\n{log.read_text()}"
             time.sleep(0.2)
-        server = AppServer(url, time.monotonic() - start, base / "gradio", base / "downloads")
+        server = AppServer(url, time.monotonic() - start, base / "gradio", base / "downloads", log)
         print(f"\napp.py answered in {server.start_seconds:.1f} s")
         yield server
     finally:
@@ -240,8 +243,8 @@ def test_predict_cascade_on_real_dicom(client: Any, app_server: AppServer, cbis_
     start = time.monotonic()
     overlay, patch_map, maps, bars, info, files, summary = client.predict(
         handle_file(dicom), "cascade", api_name="/predict")
-    print(f"\n/predict cascade on {dicom.name}: {time.monotonic() - start:.1f} s (first call: builds the "
-          f"pipeline); server side {info['seconds']}")
+    print(f"\n/predict cascade on {dicom.name}: {time.monotonic() - start:.1f} s (first call: waits for "
+          f"the warm-up's build); server side {info['seconds']}")
     shape = read_image(dicom)[0].shape
     files = {Path(f).name: Path(f) for f in files}
     masks = {name: cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for name, path in files.items()
@@ -255,6 +258,9 @@ def test_predict_cascade_on_real_dicom(client: Any, app_server: AppServer, cbis_
     assert all(0.0 <= v <= 1.0 for v in info["scores"].values())
     assert all(0.0 <= v <= 1.0 for v in info["mask_fraction"].values())
     assert bars["columns"] == ["class", "score"] and "**cascade** on `" in summary
+    # no scores: still a number axis (an empty frame's object column was plotted as categories)
+    assert bars["data"] == [] and bars["datatypes"]["score"] == "quantitative"
+    assert info["pipeline"] == "cascade"
     # cascade's lesion findings (components, best first) are drawn as the patch map when there are any
     assert (patch_map is None) == (info["patches"] == 0)
     assert Path(overlay).suffix == ".png" and max(cv2.imread(overlay).shape[:2]) <= demo.DISPLAY_SIDE
@@ -284,13 +290,14 @@ def test_predict_glam_scores(client: Any, cbis_dicoms: list[Path]) -> None:
     assert set(info["scores"]) == {"benign", "malignant"}
     assert all(0.0 <= v <= 1.0 for v in info["scores"].values())
     assert [row[0] for row in bars["data"]] == ["benign", "malignant"]
+    assert bars["datatypes"] == {"class": "nominal", "score": "quantitative"}  # bar length = score
     assert {m["caption"].split(" (")[0] for m in maps} >= {"saliency: benign", "saliency: malignant"}
     assert patch_map is not None and info["patches"] > 0
 
 
 @pytest.mark.timeout(300)
-def test_bad_files_show_the_message_and_server_keeps_serving(client: Any, tmp_path: Path,
-                                                            cbis_dicoms: list[Path]) -> None:
+def test_bad_files_show_the_message_and_server_keeps_serving(client: Any, app_server: AppServer,
+                                                            tmp_path: Path, cbis_dicoms: list[Path]) -> None:
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
@@ -300,6 +307,11 @@ def test_bad_files_show_the_message_and_server_keeps_serving(client: Any, tmp_pa
     for path, message in bad.items():
         with pytest.raises(AppError, match=message):
             client.predict(handle_file(path), "breast", api_name="/predict")
+    # a user's mistake is one log line, not a traceback (gradio prints a gr.Error's by default)
+    log = app_server.log.read_text()
+    assert "predict: Cannot read image 'notes.txt': it is not an image file" in log
+    assert "Traceback" not in log, log[-4000:]
+    # gradio's own check of the name (an API client's mistake; the page offers only valid names)
     with pytest.raises(AppError, match="not in the list of choices"):
         client.predict(handle_file(path), "nope", api_name="/predict")
     good = write_png16(tmp_path / "small.png")
@@ -318,17 +330,21 @@ def test_concurrent_requests_are_queued(client: Any, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_compare(client: Any, tmp_path: Path) -> None:
+    """breast, cascade and cascade:fgt side by side: one row each, under the name asked for (the
+    variant used to be labelled plain "cascade", giving a CSV with two rows named "cascade")."""
     from gradio_client import handle_file
 
-    names = ["breast", "cascade"] + [n for n in ("glam",) if not demo.availability(n)[0]]
+    ran = ["breast", "cascade", "cascade:fgt"]
+    names = ran + [n for n in ("glam",) if not demo.availability(n)[0]]
     overlays, maps, table, files = client.predict(handle_file(write_png16(tmp_path / "small.png")), names,
                                                   api_name="/compare")
-    assert [o["caption"] for o in overlays] == ["breast", "cascade"]
+    assert [o["caption"] for o in overlays] == ran
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert set(rows) == set(names) and rows["breast"]["error"] == ""
     if "glam" in rows:  # listed with the reason, the others still ran
         assert "unavailable" in rows["glam"]["error"]
     assert any(m["caption"].startswith("cascade probability: lesion") for m in maps)
+    assert any(m["caption"].startswith("cascade:fgt probability: lesion") for m in maps)
     csv_path = next(Path(f) for f in files if Path(f).name == "predictions.csv")
     with open(csv_path, newline="") as handle:
-        assert [row["pipeline"] for row in csv.DictReader(handle)] == ["breast", "cascade"]
+        assert [row["pipeline"] for row in csv.DictReader(handle)] == ran

@@ -39,6 +39,9 @@ def browser() -> Any:
         _missing("the playwright package (pip install -r requirements.txt)")
     if not CHROMIUM.is_file():
         _missing(f"{CHROMIUM} (apt-get install -y chromium)")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s, not the page's
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                               args=CHROMIUM_ARGS)
@@ -48,12 +51,26 @@ def browser() -> Any:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, app_server: AppServer) -> Any:  # noqa: F811 - the imported fixture
-    context = browser.new_context(viewport={"width": 1400, "height": 2000})
+def _open(browser: Any, url: str, height: int) -> tuple[Any, Any]:
+    """(context, page) of the app in a 1400 px wide window `height` px tall."""
+    context = browser.new_context(viewport={"width": 1400, "height": height})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app_server.url)
+    page.goto(url)
+    return context, page
+
+
+@pytest.fixture
+def page(browser: Any, app_server: AppServer) -> Any:  # noqa: F811 - the imported fixture
+    context, page = _open(browser, app_server.url, 2000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def short_page(browser: Any, app_server: AppServer) -> Any:  # noqa: F811 - the imported fixture
+    """A window 700 px tall: a gallery capped at 55% of it (385 px) cannot hold two maps."""
+    context, page = _open(browser, app_server.url, 700)
     yield page
     context.close()
 
@@ -77,8 +94,8 @@ def test_upload_pick_run_see_overlay_and_scores(page: Any, cbis_dicoms: list[Pat
     expect(overlay).to_be_visible()
     assert overlay.get_attribute("src").endswith(".png")  # sent as PNG, not WebP
     expect(page.locator("#summary")).to_contain_text(f"breast on {cbis_dicoms[0].name}")
-    expect(page.locator("#scores")).to_be_visible()
     expect(page.locator("#details")).to_contain_text('"scores"')
+    expect(page.locator("#scores")).to_be_hidden()  # breast has no scores: no empty pair of axes
     expect(page.locator("#downloads a[href$='/predictions.csv']")).to_be_visible()
     shot = tmp_path / "app_breast.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -92,3 +109,72 @@ def test_bad_file_message_in_page(page: Any, tmp_path: Path) -> None:
     _upload(page, text_file(tmp_path / "notes.txt"))
     page.locator("#run").click()
     expect(page.get_by_text("notes.txt': it is not an image file").first).to_be_visible()
+
+
+def _pick(page: Any, wanted: set[str]) -> None:
+    """Tick exactly the pipelines `wanted` on the Compare tab."""
+    labels = page.locator("#compare-pick label")
+    for i in range(labels.count()):
+        label = labels.nth(i)
+        if label.locator("input").is_checked() != (label.inner_text().strip() in wanted):
+            label.click()
+
+
+def _clipped(page: Any, selector: str) -> list[str]:
+    """The pictures of a gallery that are cut off or scrolled out of its box."""
+    return page.evaluate("""(selector) => {
+        const wrap = document.querySelector(selector + ' .grid-wrap');
+        const box = wrap.getBoundingClientRect();
+        const cut = [...wrap.querySelectorAll('img')].filter(img => {
+            const r = img.getBoundingClientRect();
+            return r.bottom > box.bottom + 1 || r.top < box.top - 1;
+        }).map(img => img.src);
+        return wrap.scrollHeight > wrap.clientHeight + 1 ? ['scrolls', ...cut] : cut;
+    }""", selector)
+
+
+def test_pipelines_ready_and_compare_shows_every_map(short_page: Any, cbis_dicoms: list[Path]) -> None:
+    """The warm-up's state reaches the table by itself; the Compare tab's outputs do not invite
+    uploads; on a short window every map is in view (the gallery scrolled them out of sight)."""
+    from playwright.sync_api import expect
+
+    page = short_page
+    table = page.locator("#pipelines")
+    expect(table).to_contain_text("ready (loaded in")  # breast: at once
+    expect(table.locator("tr", has_text="cascade").first).to_contain_text("ready (loaded in")  # timer
+    page.get_by_role("tab", name="Compare pipelines").click()
+    expect(page.locator("#compare-overlays")).to_be_visible()
+    for output in ("#compare-overlays", "#compare-maps"):
+        expect(page.locator(output)).not_to_contain_text("Drop")
+        assert page.locator(f"{output} input[type=file]").count() == 0, output
+    _upload(page, cbis_dicoms[0])
+    _pick(page, {"cascade", "cascade:fgt"})
+    page.locator("#compare-run").click()
+    maps = page.locator("#compare-maps img")
+    expect(maps).to_have_count(2)  # cascade's lesion probability, twice
+    expect(page.locator("#compare-table")).to_contain_text("cascade:fgt")
+    assert _clipped(page, "#compare-maps") == [] and _clipped(page, "#compare-overlays") == []
+
+
+def test_scores_chart_has_a_number_axis(page: Any, cbis_dicoms: list[Path]) -> None:
+    """GLAM's scores as bars on a 0-1 axis, with the patch map; the chart is not a band scale
+    (the browser said "domainMax is dropped as it does not work with band scale")."""
+    from playwright.sync_api import expect
+
+    from mammo.demo import availability
+
+    available, reason = availability("glam")
+    if not available:
+        _missing(f"the glam weights ({reason})")
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    _upload(page, cbis_dicoms[4])
+    page.locator("#pipeline input").click()
+    page.get_by_role("option", name="glam", exact=True).click()
+    page.locator("#run").click()
+    expect(page.locator("#summary")).to_contain_text(f"glam on {cbis_dicoms[4].name}")
+    expect(page.locator("#scores")).to_be_visible()
+    expect(page.locator("#patches img")).to_be_visible()
+    expect(page.locator("#scores")).to_contain_text("benign")
+    band = [text for text in console if "domainMax" in text or "domainMin" in text]
+    assert band == [], band

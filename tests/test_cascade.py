@@ -1,7 +1,9 @@
-"""The `cascade` pipeline with the bundled weights: geometry, outputs, accuracy, speed."""
+"""The `cascade` pipeline with the bundled weights: geometry, outputs, accuracy. (Speed is a
+benchmark, `python -m mammo.bench`, read as a ratio; no wall-clock limit here.)"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ from mammo.pipelines.cascade import (
     lesion_findings,
     restrict_lesion,
 )
+from mammo.preprocess.breast import CropWindow
+from mammo.preprocess.framing import frame, unframe, unframe_argmax
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +38,20 @@ def test_outputs_on_full_field_dicom(cascade, cbis_dicoms) -> None:
     result = cascade.run(image, meta)
     result.check_shapes(image.shape)
     for name in ("breast", "adipose", "fibroglandular", "pectoral", "lesion"):
-        assert result.masks[name].dtype == bool and name in result.probabilities
+        assert result.masks[name].dtype == bool
+    # the four full-size tissue maps (~200 MB) are built only when asked for
+    assert set(result.probabilities) == {"lesion"}
+    full = cascade.run(image, meta, probabilities=True)
+    full.check_shapes(image.shape)
+    assert set(full.probabilities) == {"breast", "adipose", "fibroglandular", "pectoral", "lesion"}
+    for name, mask in result.masks.items():
+        np.testing.assert_array_equal(mask, full.masks[name])
+    # the labels decided at model resolution are the argmax of the restored maps (bar ties)
+    tissue = np.stack([1 - full.probabilities["breast"]] + [full.probabilities[n] for n in
+                                                            ("adipose", "fibroglandular", "pectoral")])
+    labels = tissue.argmax(axis=0)
+    for v, name in enumerate(("adipose", "fibroglandular", "pectoral"), start=1):
+        assert np.count_nonzero((labels == v) != result.masks[name]) <= 10, name
     # tissue classes are a partition of the breast
     tissue = sum(result.masks[n].astype(int) for n in ("adipose", "fibroglandular", "pectoral"))
     assert tissue.max() <= 1 and np.array_equal(tissue > 0, result.masks["breast"])
@@ -46,7 +63,8 @@ def test_outputs_on_full_field_dicom(cascade, cbis_dicoms) -> None:
     # the model's breast agrees with the classical one on this film
     classical = get_pipeline("breast").run(image, meta).masks["breast"]
     assert dice_iou(result.masks["breast"], classical)[0] > 0.85
-    assert set(result.artifacts) == {"tissue_seg", "fgt_mask", "cancer_prob", "visualization"}
+    # no `fgt_mask` artifact: mask_fibroglandular.png is that mask
+    assert set(result.artifacts) == {"tissue_seg", "cancer_prob", "visualization"}
     assert result.weights_sha256.count(",") == 1
 
 
@@ -144,7 +162,7 @@ def test_findings_in_the_pipeline_result(cascade) -> None:
 
     ds = load_dataset("cdd-cesm", require_data("cdd_cesm"), split="val")
     sample = ds[next(i for i, name in enumerate(ds.ids) if name.endswith("_MLO"))]
-    result = cascade.run(sample.image, sample.meta)
+    result = cascade.run(sample.image, sample.meta, probabilities=True)
     prob, tissue = result.probabilities["lesion"], result.masks
     from mammo.preprocess.breast import breast_mask
 
@@ -176,9 +194,43 @@ def test_cli_writes_original_tool_files(tmp_path, cbis_dicoms) -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     d = out / cbis_dicoms[4].stem
-    for suffix in ("tissue_seg", "fgt_mask", "cancer_prob", "visualization"):
+    for suffix in ("tissue_seg", "cancer_prob", "visualization"):
         assert (d / f"{d.name}_{suffix}.png").is_file(), suffix
-    fgt = cv2.imread(str(d / f"{d.name}_fgt_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert not (d / f"{d.name}_fgt_mask.png").exists(), "the FGT mask is written once, as mask_fibroglandular"
+    fgt = cv2.imread(str(d / "mask_fibroglandular.png"), cv2.IMREAD_UNCHANGED)
     image, _ = read_image(cbis_dicoms[4])
-    assert fgt.shape == image.shape
-    assert (d / "scores.json").is_file() and (d / "mask_lesion.png").is_file()
+    assert fgt.shape == image.shape and set(np.unique(fgt)) <= {0, 255}
+    assert (d / "mask_lesion.png").is_file() and not list(d.glob("prob_*.png"))
+    timings = json.loads((d / "scores.json").read_text())["timings"]
+    assert list(timings)[0] == "read" and {"tissue", "lesion", "run", "write", "total"} <= set(timings)
+    assert timings["total"] >= max(timings["read"], timings["run"], timings["write"]) > 0
+
+
+def _smooth_scores(k: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    """float32 (k, h, w) softmax of smooth random fields: label regions with long boundaries."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0, 3, (k, size[0] // 8, size[1] // 8)).astype(np.float32)
+    logits = np.stack([cv2.resize(c, size[::-1], interpolation=cv2.INTER_CUBIC) for c in coarse])
+    e = np.exp(logits - logits.max(axis=0))
+    return (e / e.sum(axis=0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("shape", [(1500, 900), (130, 70)])  # upsampled; shrunk (INTER_AREA path)
+def test_argmax_at_model_resolution_matches_the_restored_argmax(flip: bool, shape: tuple[int, int]) -> None:
+    """The old way restored the (H, W, K) float map and took its argmax; `unframe_argmax` decides
+    at model resolution and must give the same labels except on exact ties (here: none or a few)."""
+    image = np.zeros(shape, np.float32)
+    window = CropWindow(shape[0] // 10, shape[0] - 3, shape[1] // 7, shape[1], shape)
+    _, framing = frame(image, (256, 128), window, flip)
+    scores = _smooth_scores(4, (256, 128), seed=int(flip))
+    old = unframe(np.ascontiguousarray(scores.transpose(1, 2, 0)), framing).argmax(axis=2)
+    new = unframe_argmax(scores, framing)
+    assert new.dtype == np.uint8 and new.shape == shape and len(np.unique(new)) == 4
+    assert np.count_nonzero(new != old) <= 3
+    assert (new[:window.y0] == 0).all() and (new[:, :window.x0] == 0).all()  # outside the window
+    # a threshold as the argmax of (threshold, p): p > 0.5, as the restored map says
+    planes = np.stack([np.full_like(scores[1], 0.5), scores[1]])
+    sure = unframe_argmax(planes, framing) > 0
+    restored = unframe(np.ascontiguousarray(scores[1]), framing) > 0.5
+    assert np.count_nonzero(sure != restored) <= 3 and sure.any()

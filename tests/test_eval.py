@@ -17,8 +17,10 @@ import pytest
 from conftest import REPO, require_data
 
 from eval.cli import main
+from eval.runner import rescore
 from eval.scoring import score
 from eval.table import GLAM_COLUMNS, read_rows
+from mammo import metrics as M
 from mammo.errors import MammoInputError
 
 
@@ -42,15 +44,17 @@ def test_cascade_on_cdd_cesm_end_to_end(tmp_path: Path) -> None:
         header = next(csv.reader(fh))
     assert tuple(header[:5]) == GLAM_COLUMNS
     assert header[5:10] == ["patient_id", "laterality", "view", "pipeline", "weights_sha256"]
-    assert header[10:] == ["dice_lesion", "iou_lesion", "seconds", "error"]
+    assert header[10:] == ["dice_lesion", "iou_lesion", "ref_area_lesion", "pred_area_lesion", "seconds",
+                           "error"]
     rows = read_rows(out / "predictions.csv")
     assert len(rows) == 3 and all(r["pipeline"] == "cascade" and not r["error"] for r in rows)
     assert all(r["malignant_label"] == "1" and r["malignant_pred"] == "" for r in rows)  # no scores
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == 3 and metrics["pipeline"] == "cascade"
     lesion = metrics["segmentation"]["lesion"]
-    dice = [float(r["dice_lesion"]) for r in rows]
-    assert lesion["n"] == 3 and lesion["dice"]["mean"] == pytest.approx(np.mean(dice), abs=1e-4)
+    dice = [float(r["dice_lesion"]) for r in rows if float(r["ref_area_lesion"]) > 0]
+    assert lesion["n_images"] == len(dice) == 3 - lesion["empty_reference_images"]
+    assert lesion["dice"]["mean"] == pytest.approx(np.mean(dice), abs=1e-4)
     low, high = lesion["dice"]["ci95"]
     assert low <= lesion["dice"]["mean"] <= high
     assert set(metrics["detection"]["lesion"]["froc"]) == {"0.25", "0.5", "1", "2", "4"}
@@ -126,7 +130,9 @@ def test_broken_image_becomes_an_error_row(tmp_path: Path) -> None:
     assert [r["malignant_label"] for r in good] == ["0", "1", "0"] and rows["broken"]["malignant_label"] == ""
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == 4 and metrics["n_errors"] == 1
-    assert metrics["segmentation"]["breast"]["n"] == 3
+    assert metrics["segmentation"]["breast"]["n_images"] == 3
+    assert metrics["segmentation"]["breast"]["empty_reference_images"] == 0
+    assert all(0 < float(r["ref_area_breast"]) < 1 and 0 < float(r["pred_area_breast"]) < 1 for r in good)
     assert "classification" not in metrics  # labels but no scores: absent, not zero
     assert "broken" in (out / "report.html").read_text()
 
@@ -149,7 +155,7 @@ def test_score_recomputes_from_saved_files(tmp_path: Path) -> None:
     assert after["segmentation"] == before["segmentation"]
     mask_path = out / "masks" / f"{rows[0]['image_index']}_breast.png"
     cv2.imwrite(str(mask_path), np.zeros_like(cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)))
-    score(out / "predictions.csv", f"folder:{folder}", n_resamples=100, report=False, quiet=True)
+    score(out / "predictions.csv", f"folder:{folder}", n_resamples=100, quiet=True)
     rescored = {r["image_index"]: r for r in read_rows(out / "predictions.csv")}
     assert rescored[rows[0]["image_index"]]["dice_breast"] == "0.000000"
 
@@ -163,7 +169,7 @@ def test_score_classification_only_from_a_csv(tmp_path: Path) -> None:
     lines = ["image_index,benign_pred,malignant_pred,benign_label,malignant_label,patient_id"]
     lines += [f"img{i},{1 - p:.6f},{p:.6f},1,{y},pt{i // 2}" for i, (y, p) in enumerate(zip(labels, preds))]
     (tmp_path / "predictions.csv").write_text("\n".join(lines) + "\n")
-    metrics = score(tmp_path / "predictions.csv", None, n_resamples=300, quiet=True)
+    metrics = rescore(tmp_path / "predictions.csv", None, n_resamples=300, quiet=True)
     malignant = metrics["classification"]["malignant"]
     assert malignant["auc"]["mean"] == pytest.approx(roc_auc_score(labels, preds), abs=1e-4)
     assert malignant["n"] == 40 and malignant["n_pos"] == int(labels.sum())
@@ -197,3 +203,98 @@ def test_workers_give_the_same_rows(tmp_path: Path) -> None:
     assert main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
     assert rows_without_time(tmp_path / "one" / "predictions.csv") == \
         rows_without_time(tmp_path / "two" / "predictions.csv")
+
+
+# --- the Dice convention on a synthetic run (no model, no real data) -------------------------------
+
+SIDE = 32
+
+
+def _square(y: int, x: int, size: int) -> np.ndarray:
+    mask = np.zeros((SIDE, SIDE), bool)
+    mask[y:y + size, x:x + size] = True
+    return mask
+
+
+def _synthetic_run(root: Path, empty_preds: list[np.ndarray]) -> tuple[Path, str, list[float]]:
+    """A `folder` dataset of 4 images with a lesion and len(empty_preds) with an empty lesion mask,
+    and a run folder with its predicted masks and probabilities (empty_preds for the empty ones).
+
+    Returns (predictions.csv, dataset spec, per-image Dice of the 4 images with a lesion).
+    """
+    data, out = root / "set", root / "out"
+    for sub in (data / "masks", out / "masks", out / "probabilities"):
+        sub.mkdir(parents=True)
+    truth = _square(8, 8, 8)
+    lesion_preds = [truth, _square(12, 8, 8), np.zeros_like(truth), _square(8, 8, 4)]
+    cases = [(truth, p) for p in lesion_preds] + [(np.zeros_like(truth), p) for p in empty_preds]
+    rng = np.random.default_rng(0)
+    lines = ["image_index,patient_id"]
+    for i, (ref, pred) in enumerate(cases):
+        stem = f"img{i}"
+        cv2.imwrite(str(data / f"{stem}.png"), rng.integers(0, 255, (SIDE, SIDE), dtype=np.uint8))
+        cv2.imwrite(str(data / "masks" / f"{stem}.png"), ref.astype(np.uint8) * 255)
+        cv2.imwrite(str(out / "masks" / f"{stem}_lesion.png"), pred.astype(np.uint8) * 255)
+        cv2.imwrite(str(out / "probabilities" / f"{stem}_lesion.png"), pred.astype(np.uint8) * 230)
+        lines.append(f"{stem},pt{i % 3}")  # patients mix images with and without a lesion
+    (out / "predictions.csv").write_text("\n".join(lines) + "\n")
+    dice = [M.dice_iou(p, truth)[0] for p in lesion_preds]
+    return out / "predictions.csv", f"folder:{data}", dice
+
+
+def test_headline_dice_leaves_out_empty_references(tmp_path: Path) -> None:
+    empty = [np.zeros((SIDE, SIDE), bool)] * 4   # half the images: empty reference, empty prediction
+    table, dataset, dice = _synthetic_run(tmp_path, empty)
+    metrics = rescore(table, dataset, n_resamples=200, quiet=True)
+    lesion = metrics["segmentation"]["lesion"]
+    assert lesion["dice"]["mean"] == pytest.approx(np.mean(dice), abs=1e-4)  # not (sum(dice) + 4) / 8
+    assert lesion["n_images"] == 4 and lesion["empty_reference_images"] == 4
+    assert lesion["empty_reference_fp_rate"]["mean"] == 0.0
+    assert lesion["empty_reference_mean_pred_area"]["mean"] == 0.0
+    # the CI is the bootstrap over the images with a lesion only (their patients: img0..3 -> pt0,1,2,0)
+    values = np.array(dice)
+    expected = M.with_ci(lambda idx: float(values[idx].mean()), ["pt0", "pt1", "pt2", "pt0"],
+                         n_resamples=200, seed=0)
+    assert lesion["dice"]["ci95"] == pytest.approx(expected["ci95"], abs=1e-4)
+    # predictions.csv keeps the per-image convention: empty/empty scores 1
+    rows = {r["image_index"]: r for r in read_rows(table)}
+    assert [rows[f"img{i}"]["dice_lesion"] for i in range(4, 8)] == ["1.000000"] * 4
+    assert [rows[f"img{i}"]["ref_area_lesion"] for i in range(4, 8)] == ["0"] * 4
+    assert float(rows["img0"]["ref_area_lesion"]) == pytest.approx(64 / SIDE**2)
+    # an older predictions.csv (no area columns) scored without the dataset: counted as before, said so
+    old = table.read_text().splitlines()
+    header = old[0].split(",")
+    keep = [i for i, c in enumerate(header) if "area" not in c]
+    table.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in old) + "\n")
+    legacy = score(table, None, n_resamples=50, quiet=True)["segmentation"]["lesion"]
+    assert legacy["reference_unknown_images"] == legacy["n_images"] == 8
+    assert legacy["dice"]["mean"] == pytest.approx((sum(dice) + 4) / 8, abs=1e-4)
+
+
+def test_empty_reference_false_positives_are_reported_apart(tmp_path: Path) -> None:
+    blob = _square(20, 20, 4)  # 16 px = 1/64 of the image
+    empty = [np.zeros((SIDE, SIDE), bool), blob, np.zeros((SIDE, SIDE), bool), blob]
+    table, dataset, dice = _synthetic_run(tmp_path, empty)
+    metrics = rescore(table, dataset, n_resamples=200, quiet=True)
+    lesion = metrics["segmentation"]["lesion"]
+    assert lesion["dice"]["mean"] == pytest.approx(np.mean(dice), abs=1e-4)  # false positives elsewhere
+    assert lesion["empty_reference_images"] == 4
+    assert lesion["empty_reference_fp_rate"]["mean"] == pytest.approx(0.5)
+    assert lesion["empty_reference_mean_pred_area"]["mean"] == pytest.approx(0.5 * 16 / SIDE**2, rel=1e-3)
+    low, high = lesion["empty_reference_fp_rate"]["ci95"]
+    assert 0 <= low <= 0.5 <= high <= 1
+    # the meter (training's accumulator) agrees with eval when asked for eval's convention
+    meter = M.SegmentationMeter(ignore_empty=True)
+    refs = [_square(8, 8, 8)] * 4 + [np.zeros((SIDE, SIDE), bool)] * 4
+    preds = [_square(8, 8, 8), _square(12, 8, 8), np.zeros((SIDE, SIDE), bool), _square(8, 8, 4), *empty]
+    for pred, ref in zip(preds, refs):
+        meter.add("lesion", pred, ref)
+    assert meter.summary()["lesion"]["dice"] == pytest.approx(lesion["dice"]["mean"], abs=1e-4)
+    assert meter.empty_reference()["lesion"]["empty_reference_fp_rate"] == 0.5
+    # timings are not metrics: none in the sections, one place for them, not in the report's table
+    assert "bootstrap_seconds" not in metrics["detection"]["lesion"]
+    assert metrics["timings"]["bootstrap_seconds"] >= 0
+    page = (table.parent / "report.html").read_text(encoding="utf-8")
+    summary = page[page.index('<section id="summary">'):]
+    summary = summary[:summary.index("</section>")]
+    assert "seconds" not in summary and "images with an empty reference" in summary

@@ -254,3 +254,68 @@ def test_reliability_diagram_and_ece_when_scores_are_scored(tmp_path: Path) -> N
     page, _ = _read(write_report(tmp_path / "r.html", data))
     assert "calibration" in _sections(page)
     assert "expected calibration error" in page and "perfectly calibrated" in page
+
+
+def _summary_table(page: str) -> str:
+    start = page.index('<section id="summary">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_timings_are_not_metric_rows(tmp_path: Path) -> None:
+    data = _data()
+    data.metrics["detection"]["lesion"]["bootstrap_seconds"] = 12.34  # where older versions put it
+    data.metrics["timings"] = {"bootstrap_seconds": 56.78}
+    _, page = _read(write_report(tmp_path / "r.html", data))
+    summary = _summary_table(page)
+    assert "sensitivity @ 4 FP/image" in summary
+    assert "seconds" not in summary and "12.34" not in summary
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "<th>bootstrap seconds</th><td>56.78</td>" in header
+
+
+def test_segmentation_rows_name_the_convention(tmp_path: Path) -> None:
+    data = _data(cls=False)
+    data.metrics["segmentation"]["lesion"].update(
+        {"n_images": 30, "empty_reference_images": 34,
+         "empty_reference_fp_rate": {"mean": 0.25, "ci95": [0.1, 0.4]},
+         "empty_reference_mean_pred_area": {"mean": 0.000123, "ci95": [0.00005, 0.0002]}})
+    summary = _summary_table(_read(write_report(tmp_path / "r.html", data))[1])
+    assert "<td>Dice (images whose reference holds the class)</td><td>0.712 (0.661–0.754)</td>" in summary
+    assert "<td>images with an empty reference</td><td>34</td>" in summary
+    assert "<td>detection</td><td>lesion</td><td>n_images</td><td>82</td>" in summary  # not renamed there
+    assert "0.250 (0.100–0.400)" in summary
+    assert "0.0123% (0.005%–0.02%)" in summary  # an area of 1e-4 must not print as 0.000
+    assert fmt_ci({"mean": 0.5, "ci95": None}, percent=True) == "50%"
+
+
+def _lone_dot_froc() -> FrocCurve:
+    """5 images, 5 lesions, 7 false positives in all: the curve stops at 1.4 FP/image."""
+    from mammo.metrics import ImageDetections, froc_curve, froc_sensitivities
+
+    dets = [ImageDetections(np.array([0.9, 0.8, 0.6]), [frozenset({0}), frozenset(), frozenset()], 1),
+            ImageDetections(np.array([0.95, 0.7]), [frozenset(), frozenset({0})], 1),
+            ImageDetections(np.array([0.85]), [frozenset()], 1),
+            ImageDetections(np.array([0.75, 0.65, 0.55]), [frozenset({0}), frozenset(), frozenset()], 1),
+            ImageDetections(np.array([0.99, 0.5]), [frozenset({0}), frozenset()], 1)]
+    fp, sens, _ = froc_curve(dets)
+    at = froc_sensitivities(dets)
+    assert fp[-1] == pytest.approx(1.4)
+    rates = {f"{r:g}": {"mean": v, "ci95": None} for r, v in at.items()}
+    return FrocCurve(cls="lesion", fp_per_image=fp, sensitivity=sens, at_rates=rates, n_lesions=5, n_images=5)
+
+
+def test_froc_line_goes_through_every_reported_point() -> None:
+    from eval.report import _froc_figure
+
+    curve = _lone_dot_froc()
+    fig = _froc_figure([curve])
+    line = next(t for t in fig.data if t.mode == "lines")
+    dots = next(t for t in fig.data if t.mode == "markers")
+    x, y = np.asarray(line.x, float), np.asarray(line.y, float)
+    assert line.line.shape == "hv"
+    assert x.max() >= max(float(r) for r in curve.at_rates) == 4.0  # reaches the 2 and 4 FP/image points
+    assert (x > 0).all()  # nothing at 0, which a log axis cannot show
+    for rate, sens in zip(np.asarray(dots.x, float), np.asarray(dots.y, float)):
+        # a step line ("hv") at x is the y of the last vertex with x_vertex <= x
+        on_line = y[np.searchsorted(x, rate, side="right") - 1]
+        assert on_line == pytest.approx(sens), rate

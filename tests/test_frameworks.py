@@ -67,7 +67,8 @@ def test_tensorflow_then_torch_is_safe() -> None:
     )
     proc = run_python(code)
     assert_ok(proc)
-    assert "OK 2 tensorflow" in proc.stdout
+    # No GPU visible: level 3 also hides TensorFlow's "failed call to cuInit" error line.
+    assert f"OK {'2' if frameworks.gpu_visible() else '3'} tensorflow" in proc.stdout
 
 
 def test_torch_then_tensorflow_is_safe_and_respects_user_env() -> None:
@@ -115,6 +116,6 @@ def test_mammo_import_and_breast_pipeline_load_no_framework() -> None:
     assert not heavy, heavy
     print("CLEAN")
     """
-    proc = run_python(code, timeout=120)
+    proc = run_python(code, timeout=600)  # a hang guard, not a speed limit
     assert_ok(proc)
     assert "CLEAN" in proc.stdout

@@ -8,17 +8,21 @@ import pytest
 from mammo.metrics import (
     FROC_RATES,
     ImageDetections,
+    MaskScore,
     SegmentationMeter,
     bootstrap,
     detect_candidates,
     dice_iou,
     froc_curve,
     froc_sensitivities,
+    mask_score,
     match_detections,
     per_class_dice_iou,
     roc_auc,
     roc_band,
     sensitivity_specificity,
+    split_by_reference,
+    summarise_masks,
     with_ci,
 )
 
@@ -55,6 +59,49 @@ def test_per_class_and_meter_means_over_images() -> None:
     summary = meter.summary()
     assert summary["lesion"] == {"dice": 0.5, "iou": 0.5, "n": 2}
     assert meter.mean_dice() == 0.5
+
+
+def test_mask_score_areas() -> None:
+    truth = np.zeros((10, 20), bool)
+    truth[:2, :5] = True                                     # 10 of 200 px
+    score = mask_score(truth[:, ::-1], truth)                # no overlap
+    assert score == MaskScore(0.0, 0.0, 0.05, 0.05) and not score.reference_empty
+    empty = mask_score(np.zeros_like(truth), np.zeros_like(truth))
+    assert empty == MaskScore(1.0, 1.0, 0.0, 0.0) and empty.reference_empty
+    assert not MaskScore(1.0, 1.0, None, float("nan")).reference_empty  # unknown counts as a reference
+
+
+def test_headline_leaves_out_empty_references() -> None:
+    scores = [MaskScore(0.6, 0.4, 0.1, 0.1), MaskScore(0.2, 0.1, 0.2, 0.05),
+              MaskScore(1.0, 1.0, 0.0, 0.0), MaskScore(0.0, 0.0, 0.0, 0.02),
+              MaskScore(1.0, 1.0, 0.0, 0.0), MaskScore(0.5, 0.3, None, float("nan"))]
+    ref, empty = split_by_reference(scores)
+    assert ref.tolist() == [0, 1, 5] and empty.tolist() == [2, 3, 4]
+    summary = summarise_masks(scores)
+    assert summary["dice"] == pytest.approx(1.3 / 3) and summary["iou"] == pytest.approx(0.8 / 3)
+    assert summary["n_images"] == 3 and summary["empty_reference_images"] == 3
+    assert summary["empty_reference_fp_rate"] == pytest.approx(1 / 3)
+    assert summary["empty_reference_mean_pred_area"] == pytest.approx(0.02 / 3)
+    none = summarise_masks(scores[2:3])
+    assert none["dice"] is None and none["n_images"] == 0 and none["empty_reference_fp_rate"] == 0.0
+    assert summarise_masks(scores[:1])["empty_reference_fp_rate"] is None  # no empty reference: undefined
+
+
+def test_meter_ignore_empty_is_eval_convention_default_is_unchanged() -> None:
+    lesion, nothing = np.ones((2, 2), bool), np.zeros((2, 2), bool)
+    pairs = [(lesion, lesion), (nothing, lesion), (nothing, nothing), (nothing, nothing), (lesion, nothing)]
+    old, new = SegmentationMeter(), SegmentationMeter(ignore_empty=True)
+    for pred, truth in pairs:
+        assert old.add("lesion", pred, truth) == new.add("lesion", pred, truth)
+    assert old.summary()["lesion"] == {"dice": 0.6, "iou": 0.6, "n": 5}   # empty/empty counts 1 (training)
+    assert new.summary()["lesion"] == {"dice": 0.5, "iou": 0.5, "n": 2}   # images with a lesion only
+    assert new.mean_dice() == 0.5
+    assert new.empty_reference()["lesion"] == {"empty_reference_images": 3,
+                                               "empty_reference_fp_rate": pytest.approx(1 / 3),
+                                               "empty_reference_mean_pred_area": pytest.approx(1 / 3)}
+    only_empty = SegmentationMeter(ignore_empty=True)
+    only_empty.add("pectoral", nothing, nothing)
+    assert np.isnan(only_empty.summary()["pectoral"]["dice"]) and only_empty.summary()["pectoral"]["n"] == 0
 
 
 # --- classification -------------------------------------------------------------------------

@@ -62,17 +62,6 @@ def test_read_predict_write_in_original_geometry(cbis_dicoms, tmp_path) -> None:
         np.testing.assert_array_equal(saved > 0, result.masks["breast"])
 
 
-def test_bench_reports_ratios_to_the_reference(cbis_dicoms) -> None:
-    from mammo.bench import run
-
-    report = run(cbis_dicoms[:2])
-    assert report["reference_forward_seconds"] > 0
-    for part in ("read", "read_breast_write"):
-        entry = report[part]
-        assert entry["n"] == 2 and 0 < entry["median_seconds"] <= entry["max_seconds"]
-        assert entry["median_over_reference"] > 0
-
-
 def test_cli_predict_examples_and_bad_input(tmp_path) -> None:
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
@@ -88,6 +77,10 @@ def test_cli_predict_examples_and_bad_input(tmp_path) -> None:
         scores = json.loads((d / "scores.json").read_text())
         assert scores["pipeline"] == "breast"
         assert scores["meta"]["laterality"] in ("L", "R") and scores["meta"]["view"] in ("CC", "MLO")
+        # decode and write are timed too, around the pipeline's own steps
+        timings = scores["timings"]
+        assert list(timings) == ["read", "breast_mask", "run", "write", "total"]
+        assert all(v >= 0 for v in timings.values()) and timings["total"] >= timings["write"] > 0
         mask = cv2.imread(str(d / "mask_breast.png"), cv2.IMREAD_UNCHANGED)
         assert list(mask.shape) == scores["meta"]["original_shape"]
         overlay = cv2.imread(str(d / "overlay.png"))
@@ -102,3 +95,87 @@ def test_cli_lists_pipelines_and_rejects_unknown() -> None:
     proc = subprocess.run([sys.executable, "-m", "mammo", "predict", "--pipeline", "nope", "x.png"],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2 and "choose one of" in proc.stderr
+
+
+def _write_film(path: Path, shape: tuple[int, int] = (300, 200)) -> Path:
+    """A small synthetic film: a bright half-disc breast against the left edge."""
+    image = np.zeros(shape, np.uint8)
+    cv2.circle(image, (0, shape[0] // 2), shape[0] // 3, 180, -1)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_threads_option_and_environment(tmp_path, monkeypatch) -> None:
+    """--threads sets torch's and OpenCV's threads (and the write pool); MAMMO_THREADS is the
+    default; the option wins; a bad value is refused."""
+    from mammo.cli import main, resolve_threads
+    from mammo.models.frameworks import import_torch
+
+    torch = import_torch()
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    film = _write_film(tmp_path / "film.png")
+    try:
+        monkeypatch.setenv("MAMMO_THREADS", "3")
+        assert resolve_threads(None) == 3 and resolve_threads(1) == 1
+        predict = ["predict", "--pipeline", "breast", "--quiet"]
+        assert main([*predict, "--out", str(tmp_path / "a"), str(film)]) == 0
+        assert torch.get_num_threads() == 3 and cv2.getNumThreads() == 3
+        assert main([*predict, "--threads", "1", "--out", str(tmp_path / "b"), str(film)]) == 0
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert (tmp_path / "b" / "film" / "mask_breast.png").is_file()
+        monkeypatch.setenv("MAMMO_THREADS", "zero")
+        assert main(["predict", "--pipeline", "breast", "--out", str(tmp_path / "c"), str(film)]) == 2
+        with pytest.raises(ValueError, match="positive"):
+            resolve_threads(0)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+def test_probabilities_are_asked_for_only_where_run_takes_the_keyword() -> None:
+    from mammo.io.meta import ImageMeta
+    from mammo.pipelines.base import accepts_probabilities, run_with
+
+    class Plain:
+        name, description, weights_sha256 = "plain", "", ""
+
+        def run(self, image, meta):
+            return Result(probabilities={"lesion": image}, pipeline=self.name)
+
+    class Optional(Plain):
+        def run(self, image, meta, probabilities: bool = False):
+            extra = {"adipose": image} if probabilities else {}
+            return Result(probabilities={"lesion": image, **extra}, pipeline=self.name)
+
+    image, meta = np.zeros((4, 3), np.float32), ImageMeta()
+    assert not accepts_probabilities(Plain()) and accepts_probabilities(Optional())
+    assert isinstance(Optional(), Pipeline)
+    assert set(run_with(Plain(), image, meta, probabilities=True).probabilities) == {"lesion"}
+    assert set(run_with(Optional(), image, meta).probabilities) == {"lesion"}
+    assert set(run_with(Optional(), image, meta, probabilities=True).probabilities) == {"lesion", "adipose"}
+
+
+def test_write_result_files_and_recorded_timings(tmp_path) -> None:
+    """Masks round-trip through the mask PNG settings (0/255), one write thread gives the same
+    files, and record_timings puts read first, the caller's steps after the pipeline's."""
+    from mammo.export import record_timings
+    from mammo.io.meta import ImageMeta
+
+    rng = np.random.default_rng(0)
+    image = rng.random((120, 80), dtype=np.float32)
+    mask = np.zeros((120, 80), bool)
+    mask[30:70, 10:50] = True
+    prob = np.linspace(0, 1, 120 * 80, dtype=np.float32).reshape(120, 80)
+    result = Result(masks={"lesion": mask}, probabilities={"lesion": prob}, saliency={"malignant": prob},
+                    timings={"model": 0.5}, pipeline="t")
+    for workers in (1, 2):
+        written = write_result(tmp_path / str(workers), image, ImageMeta(), result, probabilities=True,
+                               workers=workers)
+        saved = cv2.imread(str(written["mask_lesion"]), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(saved, mask.astype(np.uint8) * 255)
+        p8 = cv2.imread(str(written["prob_lesion"]), cv2.IMREAD_UNCHANGED)
+        assert np.abs(p8.astype(int) - np.round(prob * 255)).max() <= 1
+        assert {"saliency_malignant", "overlay", "scores"} <= set(written)
+    recorded = record_timings(written["scores"], {"read": 0.25, "run": 0.5, "write": 0.125})
+    assert list(recorded) == ["read", "model", "run", "write", "total"] and recorded["total"] == 0.875
+    assert json.loads(written["scores"].read_text())["timings"] == recorded

@@ -309,7 +309,7 @@ def hub_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         cwd=root,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a hang guard, not a speed limit
     )
     assert proc.returncode == 0, proc.stderr
     return cache, json.loads(proc.stdout.strip().splitlines()[-1])

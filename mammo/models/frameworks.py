@@ -27,6 +27,7 @@ Importing this module imports neither framework.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import importlib.util
 import os
@@ -97,9 +98,23 @@ def import_smp() -> ModuleType:
     return importlib.import_module("segmentation_models_pytorch")
 
 
+def gpu_visible() -> bool:
+    """Whether this process may see an NVIDIA GPU: a device node exists (/dev/nvidia0, ..., or
+    WSL's /dev/dxg) and CUDA_VISIBLE_DEVICES does not hide them all. Imports nothing."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
+
+
 def _set_tf_env() -> None:
-    """Quieter TF logs and the keras backend, unless the user already chose."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Quieter TF logs and the keras backend, unless the user already chose.
+
+    Level 2 hides TF's INFO and WARNING lines. Without a GPU, level 3 also hides its ERROR
+    lines, because the CPU-only machine's one ERROR is the CUDA probe failing ("failed call to
+    cuInit: ... UNKNOWN ERROR (303)"), which reads like a fault and is none; CUDA_VISIBLE_DEVICES
+    does not stop that probe. With a GPU, errors stay visible (and no GPU is hidden).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if gpu_visible() else "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
@@ -108,7 +123,8 @@ def import_tensorflow() -> ModuleType:
 
     Torch, triton, torchvision, timm and segmentation_models_pytorch (those installed) are
     imported before tensorflow, so a later torch import in the same process is safe. Sets
-    ``TF_CPP_MIN_LOG_LEVEL=2`` and ``KERAS_BACKEND=tensorflow`` unless already set.
+    ``TF_CPP_MIN_LOG_LEVEL`` (2, or 3 without a GPU: see `_set_tf_env`) and
+    ``KERAS_BACKEND=tensorflow`` unless already set.
 
     Raises:
         RuntimeError: tensorflow was imported elsewhere before the torch side.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +32,9 @@ class Result:
     Attributes:
         masks: class name (see `STANDARD_CLASSES`) -> bool array (H, W), the decision.
         probabilities: class name -> float32 array (H, W) in [0, 1], where the model gives one.
+            A pipeline may build some only when asked (`run(..., probabilities=True)`, see
+            `run_with`): each full-size float map is ~50 MB on a 4600x2800 image. "lesion" is
+            always there when the pipeline has it (the app's heat map, eval's FROC).
         saliency: class name (e.g. "benign", "malignant") -> float32 array (H, W) in [0, 1].
         patches: boxes the pipeline looked at (patch map), in input pixels.
         scores: image-level scores in [0, 1], e.g. {"benign": 0.2, "malignant": 0.7}.
@@ -67,7 +71,8 @@ class Pipeline(Protocol):
     """A named method that maps one mammogram to a `Result`.
 
     `run` takes the image as float32 (H, W) in [0, 1], brighter = denser (what
-    `mammo.io.read_image` returns), and its `ImageMeta`.
+    `mammo.io.read_image` returns), and its `ImageMeta`. A pipeline that builds some probability
+    maps only on request also takes a keyword `probabilities: bool = False` (see `run_with`).
     """
 
     name: str
@@ -75,3 +80,25 @@ class Pipeline(Protocol):
     weights_sha256: str
 
     def run(self, image: np.ndarray, meta: ImageMeta) -> Result: ...
+
+
+def accepts_probabilities(pipeline: Pipeline) -> bool:
+    """Whether `pipeline.run` takes the `probabilities` keyword (builds some maps only on request)."""
+    return "probabilities" in inspect.signature(pipeline.run).parameters
+
+
+def run_with(pipeline: Pipeline, image: np.ndarray, meta: ImageMeta, probabilities: bool = False) -> Result:
+    """`pipeline.run(image, meta)`, asking for every probability map when `probabilities`.
+
+    Pipelines whose `run` has no `probabilities` keyword build all their maps anyway and are
+    called as the protocol says.
+
+    Args:
+        image: float32 (H, W) in [0, 1].
+        meta: its `ImageMeta`.
+        probabilities: also build the maps the pipeline leaves out by default (e.g. cascade's
+            four tissue probability maps).
+    """
+    if probabilities and accepts_probabilities(pipeline):
+        return pipeline.run(image, meta, probabilities=True)
+    return pipeline.run(image, meta)

@@ -12,6 +12,7 @@ import numpy as np
 
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Result
+from mammo.pipelines.registry import PIPELINES
 from mammo.preprocess import breast_mask, chest_wall_side, crop_to_breast
 
 
@@ -19,7 +20,7 @@ class BreastPipeline:
     """Breast mask and crop box for one mammogram."""
 
     name = "breast"
-    description = "Classical breast mask and crop (threshold + largest component); no learning."
+    description = PIPELINES["breast"].description
     weights_sha256 = ""
 
     def __init__(self, margin: int = 0) -> None:

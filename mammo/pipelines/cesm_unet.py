@@ -23,6 +23,7 @@ import numpy as np
 
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Result
+from mammo.pipelines.registry import PIPELINES
 from mammo.preprocess.framing import Framing, breast_window_and_flip, frame, unframe
 
 NAME = "cesm-unet"
@@ -71,7 +72,7 @@ class CesmUnetPipeline:
     """A `KerasUNet` and the framing around it. See the module docstring."""
 
     name = NAME
-    description = "Config-driven Keras UNet (CDD-CESM tool): lesion mask."
+    description = PIPELINES["cesm-unet"].description
 
     def __init__(self, model, config: dict[str, dict[str, Any]], weights_sha256: str = "") -> None:
         self.model, self.config = model, config

@@ -19,6 +19,7 @@ import numpy as np
 
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import PatchBox, Result
+from mammo.pipelines.registry import PIPELINES
 from mammo.preprocess.breast import breast_mask
 from mammo.preprocess.framing import Framing, breast_window_and_flip, frame, frame_mask, unframe
 
@@ -65,7 +66,7 @@ class GlamPipeline:
     """GLAM on one mammogram (see the module docstring)."""
 
     name = "glam"
-    description = "GLAM: benign/malignant scores, saliency maps and patch map from image labels."
+    description = PIPELINES["glam"].description
 
     def __init__(self, predictor: GlamPredictor, weights_sha256: str, threshold: float = 0.5,
                  name: str = "glam", calibration: Mapping[str, Temperature] | None = None) -> None:
@@ -81,7 +82,12 @@ class GlamPipeline:
                 for k, name in enumerate(CLASSES)}
 
     def run(self, image: np.ndarray, meta: ImageMeta) -> Result:
-        """image float32 (H, W) in [0, 1] -> scores, saliency (benign, malignant), patches, lesion mask."""
+        """image float32 (H, W) in [0, 1] -> scores, saliency (benign, malignant), patches, lesion mask.
+
+        Every map is built on each call (no `probabilities` keyword: there is nothing to leave out):
+        `saliency` benign and malignant and `probabilities["lesion"]` (their maximum), each
+        float32 (H, W) in [0, 1], 0 outside the breast crop.
+        """
         if image.ndim != 2:
             raise ValueError(f"expected a (H, W) image, got shape {image.shape}")
         t0 = time.perf_counter()
@@ -89,7 +95,8 @@ class GlamPipeline:
         t1 = time.perf_counter()
         pred = self.predictor.predict(x, breast)
         t2 = time.perf_counter()
-        saliency = {name: unframe(pred.maps[k], framing, fill=0.0).astype(np.float32)
+        # unframe keeps float32: no copy (each full-size map is ~50 MB on a 4600x2800 image)
+        saliency = {name: unframe(pred.maps[k], framing, fill=0.0).astype(np.float32, copy=False)
                     for k, name in enumerate(CLASSES)}
         combined = np.maximum(saliency["benign"], saliency["malignant"])
         patches = [PatchBox(*box_to_original(int(t), int(l), pred.patch_size, framing),

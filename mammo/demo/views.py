@@ -1,0 +1,109 @@
+"""What the page shows of a `Prediction`: pictures, the scores chart's rows, details, summary.
+
+Pictures are uint8 RGB (h, w, 3) with the long side at most `DISPLAY_SIDE`; the page shows them
+`app.IMAGE_HEIGHT` (640) px tall, so text drawn on them must be readable at 640/1024 of its size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mammo.demo.predict import Prediction
+from mammo.export import make_overlay
+from mammo.pipelines.base import STANDARD_CLASSES, Result
+from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8
+
+DISPLAY_SIDE = 1024  # long side of the pictures sent to the page (a 4600x2800 PNG is ~10 MB)
+TISSUE_CLASSES = ("adipose", "fibroglandular", "pectoral")
+
+
+def view_masks(result: Result) -> dict[str, np.ndarray]:
+    """The masks to draw, in standard class order (lesion drawn over the tissues); "breast" is
+    left out when tissue classes are present, since it is their union and would hide them."""
+    masks = dict(result.masks)
+    if "breast" in masks and any(name in masks for name in TISSUE_CLASSES):
+        del masks["breast"]
+    order = {name: i for i, name in enumerate(STANDARD_CLASSES)}
+    return dict(sorted(masks.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def _display_scale(shape: tuple[int, ...], side: int) -> float:
+    return min(1.0, side / max(shape[:2]))
+
+
+def _shrink(array: np.ndarray, scale: float) -> np.ndarray:
+    """Resize a float map (H, W) by `scale` (area averaging); unchanged when scale is 1."""
+    if scale >= 1.0:
+        return array
+    h, w = array.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(array.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+
+
+def overlay_view(pred: Prediction, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The image with each mask in its class colour and a colour key: uint8 RGB, long side <= `side`."""
+    return make_overlay(pred.image, view_masks(pred.result), side)
+
+
+def map_views(pred: Prediction, side: int = DISPLAY_SIDE) -> list[tuple[np.ndarray, str]]:
+    """Each probability and saliency map as a heatmap over the image, with a colour bar on the
+    right: (uint8 RGB (h, w + bar, 3), caption) pairs."""
+    scale = _display_scale(pred.image.shape, side)
+    small = _shrink(pred.image, scale)
+    views = []
+    for kind, maps in (("probability", pred.result.probabilities), ("saliency", pred.result.saliency)):
+        for name, heat in maps.items():
+            # Colours span 0..the map's maximum (a weak map still shows where it points); the colour
+            # bar and the caption give the values, so a weak map is not mistaken for a confident one.
+            caption = f"{kind}: {name} (max {float(heat.max()):.2f})"
+            views.append((heatmap_overlay(small, _shrink(heat, scale)), caption))
+    return views
+
+
+def patch_view(pred: Prediction, side: int = DISPLAY_SIDE) -> np.ndarray | None:
+    """The patch map (the patches as boxes over the image, each labelled "rank score", rank 1
+    the highest), or None when there is none."""
+    if not pred.result.patches:
+        return None
+    scale = _display_scale(pred.image.shape, side)
+    boxes = [tuple(round(v * scale) for v in (p.y0, p.x0, p.y1, p.x1)) for p in pred.result.patches]
+    return draw_boxes(to_rgb8(_shrink(pred.image, scale)), boxes, labels=patch_labels(pred.result.patches))
+
+
+def score_rows(pred: Prediction) -> list[dict[str, Any]]:
+    """Scores for a bar chart: [{"class": name, "score": float in [0, 1]}, ...] (may be empty)."""
+    return [{"class": name, "score": float(value)} for name, value in pred.result.scores.items()]
+
+
+def details(pred: Prediction) -> dict[str, Any]:
+    """What the page shows as JSON: scores, mask areas, the metadata used, timings (seconds).
+    "pipeline" is the name asked for ("cascade:fgt"), not the result's own label."""
+    meta = pred.meta
+    return {
+        "pipeline": pred.name,
+        "file": pred.source,
+        "scores": {name: float(value) for name, value in pred.result.scores.items()},
+        "mask_fraction": {name: float(mask.mean()) for name, mask in pred.result.masks.items()},
+        "patches": len(pred.result.patches),
+        "image": {"shape": list(pred.image.shape), "format": meta.format, "laterality": meta.laterality,
+                  "view": meta.view, "photometric": meta.photometric,
+                  "window": list(meta.window) if meta.window else None, "bits_stored": meta.bits_stored,
+                  "sources": dict(meta.sources)},
+        "seconds": {**{k: round(v, 3) for k, v in pred.seconds.items()},
+                    "total": round(pred.total_seconds, 3)},
+        "pipeline_timings": {k: round(float(v), 3) for k, v in pred.result.timings.items()},
+        "weights_sha256": pred.result.weights_sha256,
+    }
+
+
+def summary(pred: Prediction) -> str:
+    """One line for the page: pipeline, file, size, laterality/view, photometric, window, time."""
+    meta, (h, w) = pred.meta, pred.image.shape
+    window = f", window {meta.window[0]:g}/{meta.window[1]:g}" if meta.window else ""
+    side = " ".join(v for v in (meta.laterality, meta.view) if v) or "laterality/view unknown"
+    return (f"**{pred.name}** on `{pred.source}`: {w}x{h} {meta.format}, {side}, {meta.photometric}"
+            f"{window}; {pred.total_seconds:.2f} s (read {pred.seconds['read']:.2f}, load "
+            f"{pred.seconds['load']:.2f}, run {pred.seconds['run']:.2f})")
