@@ -13,7 +13,7 @@ endpoints `/eval_*` of `eval.server`.
 Concurrency: predictions run one at a time per process (`concurrency_id="models"`, limit 1: the
 models use every core, two at once would only be slower); other users wait in the queue (at most
 `QUEUE_SIZE` waiting) and see their position. The /eval_* calls only queue jobs, so they are not
-limited; the jobs run one at a time in `EvalService`'s worker thread.
+limited; the jobs run one at a time, each in a child process stopped at its time limit (`eval.jobs`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import gradio as gr
 import pandas as pd
 
 from eval.jobs import DEFAULT_JOBS_DIR, EvalService
-from eval.server import add_api, launch_options
+from eval.server import CACHE_CLEANUP, add_api, launch_options
 from mammo import demo as logic
 from mammo.examples import example_cases
 
@@ -76,8 +76,8 @@ def _user_error(endpoint: str, err: BaseException) -> gr.Error:
 
 def predict(file: str | None, pipeline_name: str) -> tuple[Any, ...]:
     """/predict: (overlay, patch map, maps, scores plot, details, downloads, summary)."""
-    try:
-        pred = logic.predict_file(file, pipeline_name or "")
+    try:  # predict_file checks the types: an API client may send anything
+        pred = logic.predict_file(file, "" if pipeline_name is None else pipeline_name)
         files = logic.write_downloads(pred, logic.request_dir())
     except logic.USER_ERRORS as err:
         raise _user_error("predict", err) from None
@@ -89,7 +89,7 @@ def predict(file: str | None, pipeline_name: str) -> tuple[Any, ...]:
 def compare(file: str | None, pipeline_names: list[str]) -> tuple[Any, ...]:
     """/compare: (overlays side by side, maps, table, downloads)."""
     try:
-        preds, failed = logic.compare_file(file, list(pipeline_names or []))
+        preds, failed = logic.compare_file(file, pipeline_names)  # it checks the types
         files = logic.write_comparison(preds, logic.request_dir()) if preds else []
     except logic.USER_ERRORS as err:
         raise _user_error("compare", err) from None
@@ -205,7 +205,8 @@ def build_demo(service: EvalService) -> gr.Blocks:
     items = logic.menu_items(choices)
     available = [c.name for c in choices if c.available]
     examples, labels = _examples()
-    with gr.Blocks(title="mammo demo") as blocks:
+    # Gradio keeps a copy of every upload and download; drop them after a day (eval.server).
+    with gr.Blocks(title="mammo demo", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown(f"# {TITLE}\n{NOTICE}")
         with gr.Row():
             file = gr.File(label="Mammogram", type="filepath", elem_id="upload")

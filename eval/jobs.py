@@ -3,7 +3,14 @@
 A job runs one pipeline on one dataset: an uploaded zip, or a folder under the operator's
 `datasets_root`. Each job lives in `jobs_dir/<id>/`: `job.json` (its state, rewritten atomically
 on every change), `input/` (the extracted upload), `out/` (the runner's predictions.csv, masks/,
-metrics.json, report.html) and `eval_<id>.zip` (the bundle, made on first request).
+metrics.json, report.html), `job.log` (what the job's process printed) and `eval_<id>.zip` (the
+bundle, made on first request).
+
+Each job runs in a child process (`eval.job_process`) that is killed when it passes the time
+limit, so a hung job fails and the worker goes on. Submissions are refused with a message that
+names the limit when the queue, the client's share of it or the jobs folder's disk budget is
+full (`eval.limits`; uploads are checked by `eval.zips` before anything is extracted). Finished
+jobs are deleted after `keep_days`. Messages for clients never hold server paths (`redact`).
 
 Restart policy: a job that `job.json` shows "queued" or "running" when the service starts is
 marked "failed" ("server restarted ...") instead of being re-queued, because a job that brought
@@ -23,25 +30,28 @@ import threading
 import time
 import uuid
 import zipfile
-import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eval.job_process import (DEFAULT_RUNNER, JobRequest, describe_error, run_in_child,
+                               run_in_thread)
+from eval.limits import MIB, Limits, Redactor, check_limit, check_pipeline, check_text, disk_usage, mb
+from eval.zips import ZipUpload
 from mammo.datasets import LOADERS
 from mammo.errors import MammoInputError
-from mammo.pipelines.registry import check_name
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024  # gradio's max_file_size counts MB this way too
 DATASET_KINDS = tuple(dict.fromkeys((*LOADERS, "folder", "csv")))  # LOADERS may hold both
 SPLITS = ("train", "val", "test")
 DEFAULT_JOBS_DIR = Path.home() / ".cache" / "mammo" / "eval-jobs"
 _ID_RE = re.compile(r"^[0-9a-f]{12}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
-_JUNK = ("__MACOSX", ".DS_Store")  # macOS zip debris that would break the folder layout
+UNFINISHED = ("queued", "running")
 
 
 @dataclass
@@ -69,77 +79,91 @@ class EvalService:
     Args:
         jobs_dir: where job folders live; existing jobs are loaded (see the restart policy above).
         datasets_root: folder whose sub-folders `submit_dataset` may name; None disables that.
-        max_upload_mb: largest zip `submit_zip` accepts.
-        max_unzipped_mb: largest total an upload may extract to (zip-bomb guard).
+        max_upload_mb, max_unzipped_mb: see `eval.limits.Limits`, as the other `limits`.
         workers: jobs run at the same time.
+        isolate: run each job in a child process, stopped at `job_timeout_s`; False runs it in
+            the worker thread, where the limit is checked only between images (tests).
+        runner: "module:function" called like `eval.runner.evaluate`, looked up per job.
+        limits: any other field of `eval.limits.Limits` (queue, disk, time), by keyword.
     """
 
     def __init__(self, jobs_dir: str | Path, datasets_root: str | Path | None = None,
-                 max_upload_mb: float = 500, max_unzipped_mb: float = 4000,
-                 workers: int = 1) -> None:
-        if workers < 1 or max_upload_mb <= 0 or max_unzipped_mb <= 0:
-            raise ValueError("workers, max_upload_mb and max_unzipped_mb must be positive")
+                 max_upload_mb: float = Limits.max_upload_mb,
+                 max_unzipped_mb: float = Limits.max_unzipped_mb, workers: int = 1, *,
+                 isolate: bool = True, runner: str = DEFAULT_RUNNER, **limits: float) -> None:
+        if workers < 1:
+            raise ValueError("workers must be positive")
+        self.limits = Limits(max_upload_mb=max_upload_mb, max_unzipped_mb=max_unzipped_mb,
+                             **limits)
         self.jobs_dir = Path(jobs_dir).expanduser().resolve()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.datasets_root = None if datasets_root is None else Path(datasets_root).resolve()
-        self.max_upload_mb = max_upload_mb
-        self.max_unzipped_mb = max_unzipped_mb
+        self.isolate, self.runner = isolate, runner
+        self.redact = Redactor(self.jobs_dir, self.datasets_root)  # for every message to a client
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._pending: list[str] = []  # queued ids in queue order, for queue positions
+        self._clients: dict[str, str] = {}  # unfinished job id -> its client, for the per-client limit
+        self._reserved: list[tuple[str, int]] = []  # (client, bytes) of submissions being prepared
         self._queue: queue.Queue[str | None] = queue.Queue()
+        self._stop = threading.Event()
         self._load_jobs()
+        self._clean_old()
         self._threads = [threading.Thread(target=self._work, name=f"eval-worker-{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
     # -- submitting ---------------------------------------------------------------------------
-    def submit_zip(self, zip_path: str | Path, pipeline: str, limit: int | None = None) -> str:
+    def submit_zip(self, zip_path: str | Path, pipeline: str, limit: int | None = None, *,
+                   client: str = "") -> str:
         """Queue an evaluation of the images in a zip (top level or one folder; optional masks/,
-        labels.csv); returns the job id. Raises MammoInputError before queuing anything."""
-        _check_pipeline(pipeline)
-        limit = _check_limit(limit)
+        labels.csv); returns the job id. `client` names whose job it is, for the per-client
+        limit. Raises MammoInputError before queuing anything."""
+        if not isinstance(zip_path, (str, os.PathLike)):
+            raise MammoInputError(f"the zip must be a file path, got {type(zip_path).__name__}")
+        pipeline, limit = check_pipeline(pipeline), check_limit(limit)
         zip_path = Path(zip_path)
         if not zip_path.is_file():
             raise MammoInputError(f"upload {zip_path.name!r} not found")
         size = zip_path.stat().st_size
-        if size > self.max_upload_mb * MIB:
-            raise MammoInputError(f"upload is {_mb(size)}; the limit is {self.max_upload_mb:g} MB")
-        if not zipfile.is_zipfile(zip_path):
-            raise MammoInputError(f"upload {zip_path.name!r} is not a zip file")
+        if size > self.limits.max_upload_mb * MIB:
+            raise MammoInputError(f"upload is {mb(size)}; the limit is {self.limits.max_upload_mb:g} MB")
         job = Job(id=uuid.uuid4().hex[:12], pipeline=pipeline, dataset=f"upload:{zip_path.name}",
                   limit=limit)
         job_dir = self._job_dir(job.id)
-        try:
-            root = extract_zip(zip_path, job_dir / "input", self.max_unzipped_mb)
-        except BaseException:
-            shutil.rmtree(job_dir, ignore_errors=True)  # a refused upload leaves nothing behind
-            raise
-        job.spec = f"folder:{root}"
-        return self._enqueue(job)
+        with ZipUpload(zip_path, self.limits) as upload, self._admit(client, upload.declared):
+            try:
+                root = upload.extract(job_dir / "input")
+            except BaseException:
+                shutil.rmtree(job_dir, ignore_errors=True)  # a refused upload leaves nothing behind
+                raise
+            job.spec = f"folder:{root}"
+            return self._enqueue(job, client)
 
     def submit_dataset(self, kind: str, name: str, pipeline: str, split: str | None = None,
-                       limit: int | None = None) -> str:
+                       limit: int | None = None, *, client: str = "") -> str:
         """Queue an evaluation of `datasets_root/name` read as `kind`; returns the job id."""
+        kind = check_text(kind, "dataset kind")
         if kind not in DATASET_KINDS:
             raise MammoInputError(f"unknown dataset kind {kind!r}; valid: {', '.join(DATASET_KINDS)}")
-        _check_pipeline(pipeline)
-        limit = _check_limit(limit)
+        pipeline, limit = check_pipeline(pipeline), check_limit(limit)
+        split = check_text(split, "split", optional=True)
         if split is not None and split not in SPLITS:
             # a split may also be a CSV path for the runner; refused so it cannot name server files
             raise MammoInputError(f"split must be one of {', '.join(SPLITS)} or empty, got {split!r}")
         path = self.resolve_dataset(name)
         job = Job(id=uuid.uuid4().hex[:12], pipeline=pipeline, dataset=f"{kind}:{name}",
                   spec=f"{kind}:{path}", split=split, limit=limit)
-        return self._enqueue(job)
+        with self._admit(client, 0):
+            return self._enqueue(job, client)
 
     def resolve_dataset(self, name: str) -> Path:
         """`datasets_root/name`, resolved; MammoInputError unless it exists inside the root."""
         if self.datasets_root is None:
             raise MammoInputError("this server has no datasets folder (start it with "
                                   "--datasets-root DIR); upload a zip instead")
-        if not name or "\x00" in name:
+        if not check_text(name, "dataset name"):
             raise MammoInputError("dataset name is empty")
         if "\\" in name:
             raise MammoInputError(f"dataset name {name!r} contains a backslash; use / between folders")
@@ -152,14 +176,15 @@ class EvalService:
         if not path.is_relative_to(self.datasets_root):
             raise MammoInputError(f"dataset {name!r} resolves outside the server's datasets folder")
         if not path.exists():
-            names = sorted(p.name for p in self.datasets_root.iterdir() if not p.name.startswith("."))
-            raise MammoInputError(f"no dataset {name!r} in the server's datasets folder; "
-                                  f"available: {', '.join(names[:30]) or 'none'}")
+            # never list the folder: its names are the operator's, not every client's to see
+            raise MammoInputError(f"no dataset {name!r} in the server's datasets folder; name a "
+                                  "folder relative to it (ask the server's operator which exist)")
         return path
 
     # -- reading ------------------------------------------------------------------------------
     def status(self, job_id: str) -> dict[str, Any]:
-        """The job's public state: progress, rate, error, ISO times, queue position (1 = next)."""
+        """The job's public state: progress, rate, error, ISO times, queue position (1 = next).
+        Server paths never show: `spec` is left out and the error is redacted."""
         with self._lock:
             job = self._get(job_id)
             position = self._pending.index(job.id) + 1 if job.id in self._pending else None
@@ -170,7 +195,7 @@ class EvalService:
         info.update(progress=round(fraction, 4), queue_position=position,
                     images_per_s=round(job.done / elapsed, 3) if job.done and elapsed > 0 else None,
                     created=_iso(job.created), started=_iso(job.started),
-                    finished=_iso(job.finished))
+                    finished=_iso(job.finished), error=job.error and self.redact(job.error))
         return info
 
     def result(self, job_id: str) -> Path:
@@ -194,7 +219,9 @@ class EvalService:
         return target
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the workers after their current jobs (queued jobs stay queued in job.json)."""
+        """Stop the workers: queued jobs stay queued in job.json (failed at the next start); a
+        job running in a child process is stopped and marked failed, one in a thread finishes."""
+        self._stop.set()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -210,7 +237,9 @@ class EvalService:
             raise MammoInputError(f"invalid job id {job_id!r}: expected 12 hex digits")
         job = self._jobs.get(job_id)
         if job is None:
-            raise MammoInputError(f"no job {job_id!r} on this server")
+            days = self.limits.keep_days
+            kept = f" (finished jobs are kept {days:g} days)" if days else ""
+            raise MammoInputError(f"no job {job_id!r} on this server{kept}")
         return job
 
     def _finished_out(self, job_id: str) -> Path:
@@ -218,15 +247,52 @@ class EvalService:
         with self._lock:
             job = self._get(job_id)
         if job.status != "done":
-            reason = f": {job.error}" if job.error else ""
+            reason = f": {self.redact(job.error)}" if job.error else ""
             raise MammoInputError(f"job {job.id} is {job.status}{reason}; "
                                   "results are ready when it is done")
         return self._job_dir(job.id) / "out"
 
-    def _enqueue(self, job: Job) -> str:
+    @contextmanager
+    def _admit(self, client: str, nbytes: int) -> Iterator[None]:
+        """Hold a place in the queue and `nbytes` of disk while a submission is prepared, so
+        concurrent submissions cannot all pass; MammoInputError when a limit is reached."""
+        self._clean_old()
+        used = disk_usage(self.jobs_dir)  # outside the lock: the walk takes a while
+        token = (check_text(client, "client"), nbytes)
+        with self._lock:
+            self._check_queue(client)
+            budget = self.limits.max_jobs_disk_mb * MIB
+            reserved = sum(size for _, size in self._reserved)
+            if used + reserved + nbytes > budget or used >= budget:
+                need = f"; this upload needs {mb(nbytes)}" if nbytes else ""
+                raise MammoInputError(f"the server's jobs folder is full ({mb(used + reserved)} of "
+                                      f"its {self.limits.max_jobs_disk_mb:g} MB{need}); "
+                                      "try again when old jobs have been deleted")
+            self._reserved.append(token)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved.remove(token)
+
+    def _check_queue(self, client: str) -> None:
+        """The queue limits, in all and per client (caller holds the lock)."""
+        waiting = len(self._pending) + len(self._reserved)
+        if waiting >= self.limits.max_queued:
+            raise MammoInputError(f"the server's queue is full: {waiting} jobs are waiting, the "
+                                  f"limit is {self.limits.max_queued}; try again later")
+        mine = sum(who == client for who in self._clients.values())
+        mine += sum(who == client for who, _ in self._reserved)
+        if mine >= self.limits.max_queued_per_client:
+            raise MammoInputError(f"you have {mine} unfinished jobs on this server; the limit per "
+                                  f"client is {self.limits.max_queued_per_client}: submit more when "
+                                  "one has finished")
+
+    def _enqueue(self, job: Job, client: str) -> str:
         with self._lock:
             self._jobs[job.id] = job
             self._pending.append(job.id)
+            self._clients[job.id] = client
             self._save(job)
         self._queue.put(job.id)
         log.info("queued job %s: %s on %s", job.id, job.pipeline, job.dataset)
@@ -258,98 +324,62 @@ class EvalService:
             except (OSError, ValueError, TypeError) as err:
                 log.warning("skipping unreadable %s: %s", path, err)
                 continue
-            if job.status in ("queued", "running"):
+            if job.status in UNFINISHED:
                 job.error = f"server restarted while the job was {job.status}; submit it again"
                 job.status, job.finished = "failed", time.time()
                 self._save(job)
             self._jobs[job.id] = job
 
+    def _clean_old(self) -> None:
+        """Delete the folders of jobs finished more than `keep_days` ago (0: keep every job)."""
+        if not self.limits.keep_days:
+            return
+        cutoff = time.time() - self.limits.keep_days * 86400
+        with self._lock:
+            old = [job.id for job in self._jobs.values()
+                   if job.status not in UNFINISHED and (job.finished or job.created) < cutoff]
+            for job_id in old:
+                del self._jobs[job_id]
+        for job_id in old:
+            shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+            log.info("deleted job %s: finished more than %g days ago", job_id, self.limits.keep_days)
+
     def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None:
+        while (job_id := self._queue.get()) is not None and not self._stop.is_set():
             self._run(job_id)
 
     def _run(self, job_id: str) -> None:
-        from eval.runner import evaluate  # looked up per job so tests can monkeypatch it
-
         with self._lock:
             self._pending.remove(job_id)
             job = self._jobs[job_id]
         self._update(job_id, status="running", started=time.time())
         out = self._job_dir(job_id) / "out"
+        request = JobRequest(job.pipeline, job.spec, str(out), job.split, job.limit, self.runner)
+
+        def progress(done: int, total: int) -> None:
+            self._update(job_id, done=done, total=total)
+
+        timeout_s = self.limits.job_timeout_s
         try:
-            evaluate(job.pipeline, job.spec, out, split=job.split, limit=job.limit, workers=1,
-                     progress=lambda done, total: self._update(job_id, done=done, total=total),
-                     quiet=True)
-            if not (out / "predictions.csv").is_file():
-                raise RuntimeError("the evaluation wrote no predictions.csv")
-        except Exception as err:  # noqa: BLE001 - a worker outlives any job; the message is the record
-            log.warning("job %s failed: %s", job_id, err)
-            message = str(err) if isinstance(err, MammoInputError) else f"{type(err).__name__}: {err}"
-            self._update(job_id, status="failed", error=message, finished=time.time())
-        else:
+            if self.isolate:
+                error = run_in_child(request, timeout_s=timeout_s, progress=progress,
+                                     stop=self._stop, log_path=self._job_dir(job_id) / "job.log")
+            else:
+                error = run_in_thread(request, timeout_s=timeout_s, progress=progress)
+        except Exception as err:  # noqa: BLE001 - e.g. no process could start; the worker goes on
+            error = describe_error(err)
+        if error is None and not (out / "predictions.csv").is_file():
+            error = "the evaluation wrote no predictions.csv"
+        if error is None:
             self._update(job_id, status="done", finished=time.time())
+        else:
+            log.warning("job %s failed: %s", job_id, error)
+            self._update(job_id, status="failed", error=error, finished=time.time())
+        with self._lock:
+            self._clients.pop(job_id, None)
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _check_pipeline(pipeline: str) -> None:
-    try:
-        check_name(pipeline)
-    except KeyError as err:
-        raise MammoInputError(err.args[0]) from err
-
-
-def _check_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise MammoInputError(f"limit must be a positive whole number of images, got {limit!r}")
-    return limit
-
-
-def _mb(nbytes: float) -> str:
-    return f"{nbytes / MIB:.3g} MB"
-
-
 def _iso(stamp: float | None) -> str | None:
     return None if stamp is None else datetime.fromtimestamp(stamp, UTC).isoformat(
         timespec="seconds")
-
-
-def _member_parts(name: str) -> list[str]:
-    """Path components of a zip member; MammoInputError when it could land outside the folder."""
-    if name.startswith(("/", "\\")) or _DRIVE_RE.match(name):
-        raise MammoInputError(f"zip member {name!r} has an absolute path; nothing was extracted")
-    parts = [part for part in re.split(r"[/\\]", name) if part not in ("", ".")]
-    if ".." in parts:
-        raise MammoInputError(f"zip member {name!r} points outside the zip (..); nothing was extracted")
-    return parts
-
-
-def extract_zip(zip_path: Path, dest: Path, max_unzipped_mb: float) -> Path:
-    """Extract `zip_path` into `dest` safely; return the dataset folder (dest, or its only folder).
-
-    Every member name is checked before anything is written. The declared sizes bound what is
-    written: Python's zipfile never yields more than a member's declared size (a lying member
-    fails its CRC check, which is refused here), so a zip bomb stops at the size check.
-    """
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = [(info, _member_parts(info.filename)) for info in zf.infolist()]
-            members = [(info, parts) for info, parts in members if parts and not info.is_dir()
-                       and parts[0] not in _JUNK and not parts[-1].startswith("._")
-                       and parts[-1] not in _JUNK]
-            declared = sum(info.file_size for info, _ in members)
-            if declared > max_unzipped_mb * MIB:
-                raise MammoInputError(f"zip unpacks to {_mb(declared)}; the limit is "
-                                      f"{max_unzipped_mb:g} MB")
-            for info, parts in members:
-                target = dest.joinpath(*parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, MIB)
-    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as err:
-        raise MammoInputError(f"cannot read zip {zip_path.name!r}: {err}") from err
-    if not members:
-        raise MammoInputError(f"zip {zip_path.name!r} holds no files")
-    entries = list(dest.iterdir())
-    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest

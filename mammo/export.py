@@ -5,10 +5,14 @@ Shared by `mammo predict`, the app and `eval/`, so a mask looks the same whereve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import numpy as np
 
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Result
-from mammo.viz import downscale_for_view, overlay_masks
+from mammo.viz import downscale_for_view, overlay_masks, view_size
 
 # PNG settings per kind of picture. Measured with cv2.imencode, one thread, median of 5, on the
 # cascade/glam outputs of example DICOM 1-130 (4432x2864; overlay 2048x1323 RGB, visualization
@@ -42,12 +46,39 @@ PNG_PICTURE = (cv2.IMWRITE_PNG_COMPRESSION, 2, cv2.IMWRITE_PNG_FILTER, cv2.IMWRI
 # Threads encoding PNGs beside the one preparing the next picture (`write_result(workers=...)`).
 DEFAULT_WRITE_WORKERS = 2
 
+# File systems limit one name to 255 bytes (ext4, xfs, APFS, NTFS in UTF-16 units). An output
+# name is the input's stem plus a suffix ("_visualization.png", ".tmp.png"): a 240-character input
+# name made cascade's artifacts fail half-way. Stems are cut to `MAX_STEM_BYTES`, which leaves 55
+# bytes for any suffix mammo adds.
+NAME_MAX_BYTES = 255
+MAX_STEM_BYTES = 200
+
+
+def fit_name(name: str, limit: int = MAX_STEM_BYTES) -> str:
+    """`name` unchanged when its UTF-8 form fits in `limit` bytes; else its start, cut at a
+    character boundary, then "~" and 8 hex digits of its sha256 (two long names that share
+    their start stay apart). Idempotent: a fitted name fits."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    head = raw[: limit - 9].decode("utf-8", "ignore")  # "ignore" drops a character cut in two
+    return f"{head}~{digest}"
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    """A hidden temporary name beside `path` that fits the file system's name limit."""
+    name = f".{path.name}{suffix}"
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+        name = f".{fit_name(path.name, MAX_STEM_BYTES)}{suffix}"
+    return path.with_name(name)
+
 
 def write_png(path: Path, array: np.ndarray, params: Sequence[int] = PNG_PICTURE) -> None:
     """Write uint8 (H, W) or RGB (H, W, 3) atomically (temp file + rename): a crash never leaves
     a half-written PNG. `params`: cv2.imwrite flags, `PNG_MASK` for 0/255 masks and label maps,
     `PNG_PICTURE` (default) for anything with gradients."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = _temp_name(path, ".tmp.png")
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(tmp), array, list(params)):
@@ -64,8 +95,25 @@ def map_to_u8(prob: np.ndarray) -> np.ndarray:
     return np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def meta_flags(meta: ImageMeta) -> tuple[list[str], list[str]]:
+    """(warnings, QC flags) the reader recorded for an image: damaged optional attributes it
+    ignored, and quality flags such as "saturated" or "no_breast_found" (`mammo.io`)."""
+    return list(meta.warnings), list(meta.qc)
+
+
+def flags_line(meta: ImageMeta) -> str:
+    """One line of an image's QC flags and warnings ("" when it has none), e.g.
+    "QC: saturated, small_image; warning: WindowCenter 'abcd' is not a number, ignored"."""
+    warnings, qc = meta_flags(meta)
+    parts = [f"QC: {', '.join(qc)}"] if qc else []
+    parts += [f"warning: {' '.join(w.split())}" for w in warnings]
+    return "; ".join(parts)
+
+
 def result_summary(result: Result, meta: ImageMeta) -> dict[str, Any]:
-    """The JSON-serialisable part of a result: scores, timings, geometry, mask areas, meta."""
+    """The JSON-serialisable part of a result: scores, timings, geometry, mask areas, meta.
+    The reader's `warnings` and `qc` flags are also top-level keys, so they are seen."""
+    warnings, qc = meta_flags(meta)
     return {
         "pipeline": result.pipeline,
         "weights_sha256": result.weights_sha256,
@@ -74,6 +122,8 @@ def result_summary(result: Result, meta: ImageMeta) -> dict[str, Any]:
         "patches": [vars(p) for p in result.patches],
         "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
         "geometry": {k: list(v) if isinstance(v, tuple) else v for k, v in result.geometry.items()},
+        "warnings": warnings,
+        "qc": qc,
         "meta": meta.to_dict(),
     }
 
@@ -88,7 +138,8 @@ def write_result(
     `probabilities`, `prob_<class>.png` (uint8, value = 255 * p; each full-size map costs
     ~0.02 s to encode), `overlay.png` (RGB, long side at most `overlay_side`), `scores.json`
     (see `result_summary`; `record_timings` adds the caller's read/write seconds), and
-    `<stem>_<suffix>.png` for each of the pipeline's `artifacts`.
+    `<stem>_<suffix>.png` for each of the pipeline's `artifacts` (`stem` default: the folder's
+    name; cut by `fit_name` when long, so that every name fits the file system).
 
     Args:
         workers: threads encoding PNGs while this one prepares the next picture (default
@@ -119,7 +170,7 @@ def write_result(
             for name, arr in maps.items():
                 submit(f"{prefix}_{name}", out_dir / f"{prefix}_{name}.png", map_to_u8(arr))
         for suffix, picture in result.artifacts.items():
-            submit(suffix, out_dir / f"{stem or out_dir.name}_{suffix}.png", picture)
+            submit(suffix, out_dir / f"{fit_name(stem or out_dir.name)}_{suffix}.png", picture)
     for future in futures:
         future.result()  # re-raise a failed write here
     written["scores"] = out_dir / "scores.json"
@@ -134,7 +185,7 @@ def mask_to_u8(mask: np.ndarray) -> np.ndarray:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write `data` as indented JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _temp_name(path, ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
@@ -166,11 +217,44 @@ def record_timings(scores_path: Path, timings: Mapping[str, float]) -> dict[str,
 
 def make_overlay(image: np.ndarray, masks: dict[str, np.ndarray], max_side: int = 2048) -> np.ndarray:
     """Overlay at viewing size: image and masks are shrunk first so the legend stays legible."""
-    h, w = image.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        size = (round(w * scale), round(h * scale))
+    if max(image.shape) > max_side:
+        size = view_size(image.shape, 1.0, max_side)  # each side >= 1 px whatever the aspect ratio
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         masks = {k: cv2.resize(np.ascontiguousarray(v, bool).view(np.uint8), size,
                                interpolation=cv2.INTER_NEAREST) > 0 for k, v in masks.items()}
     return downscale_for_view(overlay_masks(image, masks), max_side)
+
+
+@contextmanager
+def staged_dir(out_dir: Path) -> Iterator[Path]:
+    """A new hidden folder beside `out_dir` to write one input's outputs into; when the block
+    ends without error its files are moved into `out_dir`, and when it raises (or is
+    interrupted) the folder is removed with whatever was written: a failed input leaves nothing.
+
+    `out_dir` is made by one rename when it does not exist yet. When it exists (a re-run), its
+    files of the same names are replaced one by one and any others are left alone: `--out .`
+    with an input "src.png" must not delete a folder "src" of the user's.
+
+    Raises:
+        OSError: the folder cannot be made or filled (no space, no permission, a path too long).
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not tempfile.mkdtemp: the folder keeps the umask's permissions (mkdtemp's are 0700)
+    stage = out_dir.parent / f".{fit_name(out_dir.name, 100)}.{uuid.uuid4().hex[:12]}.partial"
+    stage.mkdir()
+    try:
+        yield stage
+        _move_into_place(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # nothing left once moved; everything on failure
+
+
+def _move_into_place(stage: Path, out_dir: Path) -> None:
+    """Rename the staged folder to `out_dir`, or move its files into an existing `out_dir`."""
+    if not out_dir.exists():
+        os.rename(stage, out_dir)
+        return
+    if not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} exists and is not a folder")
+    for item in sorted(stage.iterdir()):
+        os.replace(item, out_dir / item.name)

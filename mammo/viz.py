@@ -115,13 +115,27 @@ def draw_legend(rgb: np.ndarray, names: list[str]) -> tuple[int, int, int, int]:
     return (x0, 0, x0 + box_w, box_h)
 
 
+#: No picture made for viewing is larger than this on its long side, whatever the input's shape
+#: (cascade's 1024 px tall panel of a 1x5000 image would have been 5 million px wide: 20 GB).
+MAX_VIEW_SIDE = 4096
+
+
+def view_size(shape: tuple[int, ...], scale: float, max_side: int = MAX_VIEW_SIDE) -> tuple[int, int]:
+    """The (width, height) for cv2.resize of an image of `shape` (h, w[, c]) scaled by `scale`,
+    safe for any shape: each side at least 1 px, the long side at most `max_side` (the scale is
+    lowered to fit, keeping the aspect ratio as far as whole pixels allow)."""
+    h, w = max(1, int(shape[0])), max(1, int(shape[1]))
+    scale = min(float(scale), max_side / max(h, w))
+    return max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale)))
+
+
 def downscale_for_view(rgb: np.ndarray, max_side: int = 2048) -> np.ndarray:
-    """Shrink an RGB image so its long side is at most `max_side` (views, not measurements)."""
+    """Shrink an RGB image so its long side is at most `max_side` (views, not measurements);
+    never enlarged, never a side of 0 px (a 1x5000 image becomes 1x2048)."""
     h, w = rgb.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1.0:
+    if max(h, w) <= max_side:
         return rgb
-    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, view_size(rgb.shape, 1.0, max_side), interpolation=cv2.INTER_AREA)
 
 
 # Prediction vs. truth colours for `compare_overlay` (RGB): red fill for the prediction, green truth outline.

@@ -367,6 +367,24 @@ def bundled_path(entry: WeightsEntry) -> Path:
     return weights_dir().joinpath(*entry.file.split("/")[1:])
 
 
+def bundled_problem(entry: WeightsEntry, quick: bool = False) -> str | None:
+    """What is wrong with the bundled copy of `entry` (`mammo weights`): None when it matches
+    the manifest's size and sha256 (`quick`: its size only, no hashing), else "size mismatch
+    (N bytes, expected M)" or "sha256 mismatch". Not memoised: a listing checks the file as
+    it is now.
+
+    Raises:
+        OSError: there is no bundled copy (see `bundled_path`), or it cannot be read.
+    """
+    path = bundled_path(entry)
+    size = path.stat().st_size
+    if size != entry.size_bytes:
+        return f"size mismatch: {size} bytes, expected {entry.size_bytes}"
+    if not quick and sha256_file(path) != entry.sha256.lower():
+        return "sha256 mismatch"
+    return None
+
+
 def how_to_get(entry: WeightsEntry) -> str:
     """The instructions given when `entry`'s file cannot be found."""
     steps = []

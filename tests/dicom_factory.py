@@ -1,6 +1,8 @@
 """Write small synthetic DICOM files for the io tests, in every transfer syntax mammo reads.
 
-Also writes the bad files the refusal tests need (empty, text, truncated, colour, NaN, bombs).
+Also writes the bad files the refusal tests need (empty, text, truncated, colour, NaN, bombs), and
+the hostile ones of tests/test_io_hostile.py: raw (unvalidated) DICOM element bytes, a bogus
+transfer syntax UID, damaged LUTs, a real 9990 x 9990 mostly-zero PNG, PGM maxval 0, a FIFO.
 
 Encoders used: pydicom's own RLE encoder (and pylibjpeg-rle), pylibjpeg-openjpeg for JPEG 2000,
 Pillow for JPEG Baseline (encapsulated by hand), a minimal JPEG Lossless SV1 encoder written below,
@@ -11,6 +13,7 @@ pydicom's bundled JPEG-LS test file, whose uncompressed twin gives the expected 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import zlib
@@ -22,7 +25,10 @@ import pydicom
 import tifffile
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_encoder
 from pydicom.uid import (
@@ -32,6 +38,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    RLELossless,
     generate_uid,
 )
 
@@ -190,7 +197,8 @@ def jpegls_dicom(tmp_path: Path, **tags: Any) -> tuple[Path, np.ndarray]:
     path = tmp_path / "jpegls.dcm"
     shutil.copyfile(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), path)
     ds = pydicom.dcmread(path)
-    _set_tags(ds, {"WindowCenter": None, "WindowWidth": None, **tags})  # full stored range
+    # full stored range; an MR file: marked MG, or read_image refuses its modality
+    _set_tags(ds, {"WindowCenter": None, "WindowWidth": None, "Modality": "MG", **tags})
     ds.save_as(path)
     expected = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
     return path, expected
@@ -239,7 +247,7 @@ def text_file(path: Path) -> Path:
 
 def nan_tiff(path: Path) -> Path:
     """A float32 TIFF with one NaN pixel."""
-    data = np.full((40, 30), 0.5, np.float32)
+    data = np.full((64, 48), 0.5, np.float32)
     data[3, 4] = np.nan
     tifffile.imwrite(path, data)
     return path
@@ -258,3 +266,87 @@ def claiming_dicom(path: Path) -> Path:
     ds.Rows, ds.Columns = 30000, 30000  # 900 MP claimed, a few kB stored
     ds.save_as(src)
     return src
+
+
+# ---------------------------------------------------------------- hostile input files
+
+def set_raw_elements(path: Path, **values: bytes) -> Path:
+    """Rewrite DICOM `path` with elements holding raw bytes pydicom would refuse to encode.
+
+    E.g. `set_raw_elements(p, WindowCenter=b"abcd", RescaleSlope=b"NaN")`; odd lengths are padded
+    with a space as DICOM requires. The file must be explicit VR little endian (make_dicom's).
+    """
+    ds = pydicom.dcmread(path)
+    for keyword, value in values.items():
+        tag = Tag(tag_for_keyword(keyword))
+        value += b" " * (len(value) % 2)
+        ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+    ds.save_as(path)
+    return path
+
+
+def set_transfer_syntax_uid(path: Path, uid: str) -> Path:
+    """Rewrite DICOM `path` with any TransferSyntaxUID in its file meta (even a bogus one)."""
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.save_as(path, enforce_file_format=False)
+    return path
+
+
+def lut_item(data: list[int], entries: int | None = None, first: int = 0, bits: int = 16) -> Dataset:
+    """One Modality/VOI LUT Sequence item: LUTDescriptor [entries, first, bits] and LUTData (US).
+
+    `entries` defaults to len(data); a larger one makes a LUT shorter than its descriptor.
+    """
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [len(data) if entries is None else entries, first, bits])
+    item.add_new("LUTData", "US", [int(v) for v in data])
+    return item
+
+
+def zero_png(path: Path, width: int, height: int, stripe: int = 0) -> Path:
+    """A real 8-bit grey PNG of width x height, all zero but for `stripe` rows of 200 at the top.
+
+    Streams the zlib data row by row, so a 9990 x 9990 file (~100 kB) costs no 100 MB array.
+    """
+    z = zlib.compressobj(9)
+    chunks = []
+    for row in range(height):
+        value = 200 if row < stripe else 0
+        chunks.append(z.compress(b"\x00" + bytes([value]) * width))
+    chunks.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+                     + png_chunk(b"IDAT", b"".join(chunks)) + png_chunk(b"IEND", b""))
+    return path
+
+
+def pgm_with_maxval(path: Path, maxval: int, shape: tuple[int, int] = (48, 40)) -> Path:
+    """A binary PGM (P5) whose header declares `maxval` (0 is invalid), with 8-bit pixels."""
+    h, w = shape
+    path.write_bytes(f"P5\n{w} {h}\n{maxval}\n".encode() + mammogram_pixels(shape, bits=8).tobytes())
+    return path
+
+
+def grey_png(path: Path, pixels: np.ndarray) -> Path:
+    """An 8- or 16-bit grey PNG of `pixels` (uint8 or uint16 (H, W))."""
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe (opening it for reading would block until a writer comes)."""
+    os.mkfifo(path)
+    return path
+
+
+def rle_overrun_dicom(tmp_path: Path, name: str = "overrun.dcm") -> Path:
+    """An RLE Lossless DICOM (96 x 80, 16-bit) whose segments decode to more bytes than a frame
+    holds: pylibjpeg-rle (Rust) panics on it, with a PanicException that is a BaseException."""
+    path = make_dicom(tmp_path, mammogram_pixels((96, 80), bits=12), name)
+    ds = pydicom.dcmread(path)
+    segment = bytes([129, 0]) * 61  # 61 replicate runs of 128 zero bytes: 7808 > 96 * 80
+    header = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13))
+    _encapsulate(ds, header + segment + segment, RLELossless)
+    ds.save_as(path)
+    return path

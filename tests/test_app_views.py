@@ -17,6 +17,7 @@ from mammo.io import ImageMeta
 from mammo.pipelines.base import PatchBox, Result
 from mammo.viz import CLASS_COLORS, draw_boxes, legend_box, patch_labels, to_rgb8
 from tests.dicom_factory import mammogram_pixels
+from tests.test_app_ui import app_module  # noqa: F401 - the fixture, reused
 
 PAGE_HEIGHT = 640  # app.IMAGE_HEIGHT: the px the page shows a DISPLAY_SIDE picture in
 MIN_TEXT_PX = 12  # on the page
@@ -135,3 +136,52 @@ def _safe(name: str) -> str:
 def _csv_pipelines(path: Path) -> list[str]:
     with open(path, newline="") as handle:
         return [row["pipeline"] for row in csv.DictReader(handle)]
+
+
+def test_qc_flags_and_warnings_are_shown(tmp_path: Path) -> None:
+    """The reader's QC flags and warnings: in the summary line, the Details, scores.json and
+    the predictions.csv row (its "qc" cell; a column once `eval.table` lists it)."""
+    image = mammogram_pixels((96, 64), bits=8).astype(np.float32) / 255
+    meta = ImageMeta(qc=["saturated", "small_image"], warnings=["WindowCenter 'abcd' is not a number; `x`"])
+    pred = demo.Prediction("breast", image, meta, Result(masks={"breast": image > 0.3}), "case.png",
+                           {"read": 0.0, "load": 0.0, "run": 0.0})
+    line = demo.summary(pred)
+    assert "QC: saturated, small_image; warning: WindowCenter 'abcd' is not a number; 'x'" in line
+    info = demo.details(pred)
+    assert info["qc"] == ["saturated", "small_image"] and info["warnings"] == meta.warnings
+    assert demo.prediction_row(pred)["qc"] == "saturated;small_image"
+    files = {p.name: p for p in demo.write_downloads(pred, tmp_path)}
+    scores = json.loads(files["scores.json"].read_text())
+    assert scores["qc"] == meta.qc and scores["warnings"] == meta.warnings
+    plain = demo.Prediction("breast", image, ImageMeta(), pred.result, "case.png", pred.seconds)
+    assert "QC" not in demo.summary(plain) and demo.details(plain)["qc"] == []
+
+
+def test_endpoint_arguments_are_type_checked(tmp_path: Path) -> None:
+    """What an API client sends is checked before use: a list as /predict's pipeline failed with
+    "'list' object has no attribute 'partition'"; now each is a user error saying what to send."""
+    from mammo.errors import MammoInputError
+
+    source = tmp_path / "case.png"
+    source.write_bytes(b"unused: the arguments are refused first")
+    refused = [
+        (lambda: demo.predict_file(str(source), ["breast"]), "one pipeline name .* not a list.*/compare"),
+        (lambda: demo.predict_file(str(source), 3), "one pipeline name .* not int"),
+        (lambda: demo.predict_file([str(source)], "breast"), "one uploaded file .* not a list"),
+        (lambda: demo.predict_file({"path": str(source)}, "breast"), "one uploaded file .* not dict"),
+        (lambda: demo.compare_file(str(source), "breast"), "a list of pipeline names, not str"),
+        (lambda: demo.compare_file(str(source), ["breast", 3]), "it holds int 3"),
+    ]
+    for call, message in refused:
+        with pytest.raises(MammoInputError, match=message):
+            call()
+
+
+def test_app_endpoints_answer_wrong_types_with_a_message(app_module, tmp_path: Path) -> None:  # noqa: F811
+    """app.predict / app.compare turn a wrong type into a gr.Error with that message."""
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="one pipeline name"):
+        app_module.predict(None, ["breast"])
+    with pytest.raises(gr.Error, match="a list of pipeline names"):
+        app_module.compare(None, "breast")

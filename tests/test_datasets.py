@@ -376,12 +376,12 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 def test_folder_reads_images_masks_and_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for stem in ("b", "a", "c"):
-        _write_png(tmp_path / "images" / f"{stem}.png", rng.integers(0, 255, (40, 30), dtype=np.uint8))
-    lesion = np.zeros((40, 30), np.uint8)
+        _write_png(tmp_path / "images" / f"{stem}.png", rng.integers(0, 255, (48, 40), dtype=np.uint8))
+    lesion = np.zeros((48, 40), np.uint8)
     lesion[5:10, 5:12] = 255
     _write_png(tmp_path / "masks" / "a.png", lesion)
-    _write_png(tmp_path / "masks" / "breast" / "a.png", np.full((40, 30), 255, np.uint8))
-    _write_png(tmp_path / "masks" / "c.png", np.zeros((20, 30), np.uint8))  # wrong shape
+    _write_png(tmp_path / "masks" / "breast" / "a.png", np.full((48, 40), 255, np.uint8))
+    _write_png(tmp_path / "masks" / "c.png", np.zeros((20, 40), np.uint8))  # wrong shape
     (tmp_path / "labels.csv").write_text("image,benign_label,malignant_label,patient_id\n"
                                          "a.png,0,1,P1\nb,1.0,0.0,P1\nc,,nan,\n")
     ds = load_dataset("folder", tmp_path)
@@ -396,17 +396,19 @@ def test_folder_reads_images_masks_and_labels(tmp_path: Path) -> None:
 
 
 def test_csv_list_resolves_relative_paths(tmp_path: Path) -> None:
-    _write_png(tmp_path / "img" / "x.png", np.full((16, 16), 100, np.uint8))
-    _write_png(tmp_path / "img" / "sub" / "x.png", np.full((16, 16), 50, np.uint8))
-    _write_png(tmp_path / "m" / "x.png", np.eye(16, dtype=np.uint8) * 255)
+    # 32 px and a gradient: the reader refuses smaller or blank images (mammo.io.limits).
+    ramp = np.tile(np.linspace(0, 200, 32).astype(np.uint8), (32, 1))
+    _write_png(tmp_path / "img" / "x.png", ramp)
+    _write_png(tmp_path / "img" / "sub" / "x.png", ramp // 2)
+    _write_png(tmp_path / "m" / "x.png", np.eye(32, dtype=np.uint8) * 255)
     table = tmp_path / "list.csv"
     table.write_text("image_path,mask_path,malignant_label,patient_id\n"
                      "img/x.png,m/x.png,1,P9\nimg/sub/x.png,,0,\nimg/missing.png,m/none.png,,\n")
     ds = load_dataset("csv", table)
     assert ds.ids == ["x", "x_1", "missing"] and ds.patient_ids == ["P9", "x_1", "missing"]
     first = ds[0]
-    assert first.masks["lesion"].sum() == 16 and first.labels == {"benign": None, "malignant": 1}
-    assert ds[1].masks == {} and abs(float(ds[1].image.mean()) - 50 / 255) < 1e-3
+    assert first.masks["lesion"].sum() == 32 and first.labels == {"benign": None, "malignant": 1}
+    assert ds[1].masks == {} and abs(float(ds[1].image.mean()) - float((ramp // 2).mean()) / 255) < 1e-3
     with pytest.raises(MammoInputError):
         ds[2]
     with pytest.raises(MammoInputError, match="image_path"):

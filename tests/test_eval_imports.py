@@ -66,8 +66,8 @@ def test_eval_modules_import_without_cycles() -> None:
 
 
 #: Top to bottom, as eval/__init__.py lists them: a module imports only modules after it.
-ORDER = ("__init__", "__main__", "cli", "server", "jobs", "runner", "report_data", "report", "scoring",
-         "dataset", "table")
+ORDER = ("__init__", "__main__", "cli", "server", "jobs", "job_process", "zips", "limits", "runner",
+         "report_data", "report", "scoring", "dataset", "table")
 
 
 def test_layers_point_down() -> None:

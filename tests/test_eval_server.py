@@ -88,13 +88,13 @@ def datasets_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def service(tmp_path: Path, datasets_root: Path) -> Iterator[EvalService]:
-    svc = EvalService(tmp_path / "jobs", datasets_root)
+    svc = EvalService(tmp_path / "jobs", datasets_root, isolate=False)  # FakeRunner runs in-thread
     yield svc
     svc.close(timeout=5)
 
 
 def wait_for(svc: EvalService, job_id: str, states: tuple[str, ...] = ("done", "failed"),
-             timeout: float = 30) -> dict[str, Any]:
+             timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while (info := svc.status(job_id))["status"] not in states:
         assert time.monotonic() < deadline, f"job stuck: {info}"
@@ -140,14 +140,35 @@ def test_dataset_inside_root_runs(service: EvalService, runner: FakeRunner, data
     ({"kind": "nope"}, "unknown dataset kind"),
     ({"pipeline": "nope"}, "unknown pipeline 'nope'"),
     ({"split": "/etc/passwd"}, "split must be one of"),
-    ({"limit": 0}, "limit must be"),
-    ({"name": "missing"}, "available: escape, good"),
+    ({"limit": -1}, "limit must be a whole number"),
+    ({"limit": 1.5}, "limit must be a whole number"),
+    ({"limit": 10**30}, "limit must be a whole number of images from 0 .all. to 1,000,000"),
+    ({"pipeline": ["breast"]}, "pipeline must be a string, got list"),
+    ({"kind": None}, "dataset kind must be a string"),
+    ({"name": 7}, "dataset name must be a string, got int"),
+    ({"split": ["test"]}, "split must be a string"),
+    ({"name": "missing"}, r"no dataset 'missing' in the server's datasets folder; name a folder"),
 ])
 def test_submit_dataset_bad_arguments(service: EvalService, kwargs: dict[str, Any], message: str) -> None:
     args = {"kind": "folder", "name": "good", "pipeline": "breast", **kwargs}
     with pytest.raises(MammoInputError, match=message):
         service.submit_dataset(**args)
     assert job_folders(service) == []
+
+
+def test_unknown_dataset_never_lists_the_root(service: EvalService) -> None:
+    with pytest.raises(MammoInputError) as err:
+        service.submit_dataset("folder", "missing", "breast")
+    assert "good" not in str(err.value) and "escape" not in str(err.value)
+    assert str(service.datasets_root) not in str(err.value)
+
+
+@pytest.mark.parametrize(("limit", "stored"),
+                         [(None, None), (0, None), (3, 3), (3.0, 3), (1_000_000, 1_000_000)])
+def test_limit_values_accepted(service: EvalService, runner: FakeRunner, limit: Any, stored: Any) -> None:
+    job_id = service.submit_dataset("folder", "good", "breast", limit=limit)
+    assert service.status(job_id)["limit"] == stored
+    wait_for(service, job_id)
 
 
 def test_datasets_disabled_without_root(tmp_path: Path) -> None:
@@ -296,7 +317,7 @@ def test_restart_marks_unfinished_jobs_failed(service: EvalService, runner: Fake
     running = service.submit_dataset("folder", "good", "breast")
     queued = service.submit_dataset("folder", "good", "breast")
     runner.entered.get(timeout=10)
-    restarted = EvalService(service.jobs_dir, service.datasets_root)  # reads what the "crash" left
+    restarted = EvalService(service.jobs_dir, service.datasets_root, isolate=False)  # what the "crash" left
     try:
         for job_id, was in ((running, "running"), (queued, "queued")):
             info = restarted.status(job_id)
@@ -345,7 +366,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, _offline: None) -> Iterator
 
     base = tmp_path_factory.mktemp("server")
     (base / "datasets" / "good").mkdir(parents=True)
-    svc = EvalService(base / "jobs", base / "datasets")
+    svc = EvalService(base / "jobs", base / "datasets", isolate=False)  # the end-to-end test isolates
     blocks = build_server(svc.jobs_dir, service=svc)
     port = free_port()
     blocks.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
@@ -376,6 +397,32 @@ def test_api_errors_reach_client(server: tuple[Any, EvalService]) -> None:
         client.predict("folder", "../etc", "breast", "", None, api_name="/eval_submit_dataset")
     with pytest.raises(AppError, match="invalid job id"):
         client.predict("../../etc/passwd", api_name="/eval_status")
+    with pytest.raises(AppError, match="no dataset 'missing'") as err:
+        client.predict("folder", "missing", "breast", "", None, api_name="/eval_submit_dataset")
+    assert "good" not in str(err.value)  # the datasets folder is never listed
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("limit", [1.5, 1e30, -1])
+def test_api_limit_is_checked_not_rounded(server: tuple[Any, EvalService], limit: float) -> None:
+    from gradio_client.exceptions import AppError
+
+    client, svc = server
+    with pytest.raises(AppError, match="limit must be a whole number"):
+        client.predict("folder", "good", "breast", "", limit, api_name="/eval_submit_dataset")
+
+
+@pytest.mark.timeout(300)
+def test_api_counts_jobs_per_client_address(server: tuple[Any, EvalService], runner: FakeRunner) -> None:
+    client, svc = server
+    runner.release.clear()
+    try:
+        job_id = client.predict("folder", "good", "breast", "", 2.0, api_name="/eval_submit_dataset")
+        assert svc.status(job_id)["limit"] == 2
+        assert svc._clients[job_id] == "127.0.0.1"  # gr.Request's client host
+    finally:
+        runner.release.set()
+    assert poll_status(client, job_id, 60)["status"] == "done"
 
 
 @pytest.mark.timeout(300)
@@ -396,8 +443,10 @@ def test_api_with_fake_runner(server: tuple[Any, EvalService], runner: FakeRunne
 
 
 @pytest.mark.timeout(600)
-def test_end_to_end_real_runner(server: tuple[Any, EvalService], tmp_path: Path) -> None:
-    """The real eval.runner with the "breast" pipeline on 3 MIAS images, limit 2."""
+def test_end_to_end_real_runner(server: tuple[Any, EvalService], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real eval.runner with the "breast" pipeline on 3 MIAS images, limit 2, in a child process
+    as a server runs it."""
     from gradio_client import handle_file
 
     mias = require_data("mias")
@@ -407,7 +456,8 @@ def test_end_to_end_real_runner(server: tuple[Any, EvalService], tmp_path: Path)
     with zipfile.ZipFile(upload, "w") as zf:
         for image in images[:3]:
             zf.write(image, f"mias3/{image.name}")
-    client, _ = server
+    client, svc = server
+    monkeypatch.setattr(svc, "isolate", True)
     job_id = client.predict(handle_file(upload), "breast", 2, api_name="/eval_submit_zip")
     info = poll_status(client, job_id, 120 if os.cpu_count() and os.cpu_count() > 2 else 400)
     assert info["status"] == "done", info["error"]

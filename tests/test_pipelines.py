@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_cli_lists_pipelines_and_rejects_unknown() -> None:
     proc = subprocess.run([sys.executable, "-m", "mammo", "predict", "--pipeline", "nope", "x.png"],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2 and "choose one of" in proc.stderr
+    assert proc.stderr.startswith("mammo: error: unknown pipeline 'nope'") and "Traceback" not in proc.stderr
 
 
 def _write_film(path: Path, shape: tuple[int, int] = (300, 200)) -> Path:
@@ -179,3 +181,125 @@ def test_write_result_files_and_recorded_timings(tmp_path) -> None:
     recorded = record_timings(written["scores"], {"read": 0.25, "run": 0.5, "write": 0.125})
     assert list(recorded) == ["read", "model", "run", "write", "total"] and recorded["total"] == 0.875
     assert json.loads(written["scores"].read_text())["timings"] == recorded
+
+
+# -- the CLI's errors, outputs and warnings, with a stand-in reader (no dependence on mammo.io's rules)
+@pytest.fixture
+def fake_reader(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """`read_image` replaced by one returning a synthetic film, with QC flags and warnings for a
+    file whose name holds "flagged"; the keyword arguments of each call are recorded."""
+    from mammo.io.meta import ImageMeta
+
+    calls: list[dict] = []
+
+    def read_image(path, **kwargs):  # noqa: ANN001, ANN202 - read_image's stand-in
+        calls.append(kwargs)
+        image = np.zeros((120, 80), np.float32)
+        image[30:90, :40] = 0.7
+        meta = ImageMeta(path=str(path), format="png", original_shape=(120, 80))
+        meta.qc, meta.warnings = [], []
+        if "flagged" in Path(path).name:
+            meta.qc = ["saturated", "small_image"]
+            meta.warnings = ["WindowCenter 'abcd' is not a number;\nignored"]
+        return image, meta
+
+    monkeypatch.setattr("mammo.io.read_image", read_image)
+    return calls
+
+
+def _main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, list[str]]:
+    """`mammo ARGS` in-process, "predict" with the breast pipeline and --quiet added when
+    args[0] is "predict": (exit status, non-empty stderr lines)."""
+    from mammo.cli import main
+
+    if args[0] == "predict":
+        args = ["predict", "--pipeline", "breast", "--quiet", *args[1:]]
+    status = main(args)
+    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_cli_passes_allow_modality_and_prints_flags(tmp_path, fake_reader, capsys) -> None:
+    """--allow-modality reaches read_image; an input with QC flags or warnings is written, with
+    one warning line naming it, and scores.json has them as top-level keys."""
+    film, flagged = tmp_path / "film.png", tmp_path / "flagged.png"
+    out = tmp_path / "out"
+    status, lines = _main(["predict", "--out", str(out), str(film)], capsys)
+    assert status == 0 and lines == [] and fake_reader[-1] == {"allow_modality": False}
+    status, lines = _main(["predict", "--allow-modality", "--out", str(out), str(flagged)], capsys)
+    assert status == 0 and fake_reader[-1] == {"allow_modality": True}
+    assert lines == [f"mammo: warning: {flagged}: QC: saturated, small_image; "
+                     "warning: WindowCenter 'abcd' is not a number; ignored"]
+    scores = json.loads((out / "flagged" / "scores.json").read_text())
+    assert scores["qc"] == ["saturated", "small_image"] and scores["warnings"][0].startswith("WindowCenter")
+    assert json.loads((out / "film" / "scores.json").read_text())["qc"] == []
+
+
+def test_cli_failed_write_leaves_nothing(tmp_path, fake_reader, capsys, monkeypatch) -> None:
+    """A write failing after some outputs were written: one error line naming the input, exit 1,
+    no output folder and no staging folder; the next input is still written."""
+    import mammo.export
+
+    real_write_png, calls = mammo.export.write_png, []
+
+    def failing_write_png(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls.append(path)
+        if "bad" in str(path.parent) and len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_write_png(path, *args, **kwargs)
+
+    monkeypatch.setattr(mammo.export, "write_png", failing_write_png)
+    out = tmp_path / "out"
+    bad, good = tmp_path / "bad.png", tmp_path / "good.png"
+    status, lines = _main(["predict", "--out", str(out), str(bad), str(good)], capsys)
+    assert status == 1 and len(lines) == 2, lines
+    assert lines[0].startswith(f"mammo: error: {bad}: its outputs could not be written to {out / 'bad'}: "
+                               "No space left on device")
+    assert lines[1] == "mammo: 1 of 2 inputs failed (nothing written for them)"
+    assert sorted(p.name for p in out.iterdir()) == ["good"]  # no "bad", no ".bad.*.partial"
+
+
+def test_cli_unwritable_output_is_one_line(tmp_path, fake_reader, capsys) -> None:
+    """--out naming a file: every input fails with a message naming it, no traceback."""
+    out = tmp_path / "taken"
+    out.write_text("a file, not a folder")
+    film = tmp_path / "film.png"
+    status, lines = _main(["predict", "--out", str(out), str(film)], capsys)
+    assert status == 1 and len(lines) == 1
+    assert lines[0].startswith(f"mammo: error: {film}: its outputs could not be written to {out / 'film'}")
+
+
+def test_cli_rerun_replaces_outputs_and_keeps_other_files(tmp_path, fake_reader, capsys) -> None:
+    """An existing output folder gets the new files; files of the user's in it stay."""
+    out, film = tmp_path / "out", tmp_path / "film.png"
+    (out / "film").mkdir(parents=True)
+    (out / "film" / "notes.txt").write_text("mine")
+    (out / "film" / "scores.json").write_text("{}")
+    status, _ = _main(["predict", "--out", str(out), str(film)], capsys)
+    assert status == 0 and (out / "film" / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "film" / "scores.json").read_text())["pipeline"] == "breast"
+    assert sorted(p.name for p in out.iterdir()) == ["film"]
+
+
+def test_cli_long_names_are_shortened_to_fit(tmp_path, fake_reader, capsys) -> None:
+    """Stems over 200 bytes are cut with a hash (distinct stems stay distinct); short ones stay."""
+    from mammo.export import fit_name
+
+    long_a, long_b = "a" * 236, "a" * 235 + "b"
+    assert fit_name("case_L_CC") == "case_L_CC" and fit_name(fit_name(long_a)) == fit_name(long_a)
+    assert fit_name(long_a) != fit_name(long_b) and len(fit_name(long_a).encode()) <= 200
+    assert len(fit_name("é" * 200).encode()) <= 200  # cut at a character boundary, still UTF-8
+    out = tmp_path / "out"
+    status, _ = _main(["predict", "--out", str(out), str(tmp_path / f"{long_a}.png"),
+                       str(tmp_path / f"{long_b}.png")], capsys)
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([fit_name(long_a), fit_name(long_b)])
+
+
+def test_cli_missing_weights_is_one_line(tmp_path) -> None:
+    """cascade with no weights anywhere: one line saying what to run, exit 1, no traceback."""
+    env = {**os.environ, "MAMMO_WEIGHTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mammo", "predict", "--pipeline", "cascade", "x.png"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("mammo: error: weights 'cascade-tissue'"), lines

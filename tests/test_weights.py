@@ -393,3 +393,51 @@ def test_requirements_comments_name_things_that_exist() -> None:
         assert importlib.util.find_spec(module) is not None, module
     for name in re.findall(r"\b[\w-]+\.md\b", comments):
         assert (REPO_ROOT / name).is_file(), name
+
+
+# --------------------------------------------------------------------------- `mammo weights`
+
+
+def _mammo_weights(tmp_path: Path, manifest: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m mammo weights ARGS` with `manifest` and the bundled folder tmp_path/weights."""
+    env = {**os.environ, "MAMMO_WEIGHTS_MANIFEST": str(manifest), "HF_HUB_OFFLINE": "1",
+           "MAMMO_WEIGHTS_DIR": str(tmp_path / "weights")}
+    return subprocess.run([sys.executable, "-m", "mammo", "weights", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120, check=False)
+
+
+def test_cli_weights_verifies_bundled_files(tmp_path: Path) -> None:
+    """A bundled file of the right size but other bytes is "corrupt (sha256 mismatch)", exit 1
+    (it was listed as "bundled", exit 0); --quick checks sizes only; a wrong size is corrupt
+    even then."""
+    (tmp_path / "weights").mkdir()
+    manifest = write_manifest(tmp_path / "m.yaml", [raw_entry("good"), raw_entry("bad")])
+    (tmp_path / "weights" / "good.safetensors").write_bytes(PAYLOAD)
+    bad = tmp_path / "weights" / "bad.safetensors"
+    bad.write_bytes(PAYLOAD[:-1] + b"X")
+    proc = _mammo_weights(tmp_path, manifest)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("good") and lines[0].endswith("bundled weights/good.safetensors (sha256 ok)")
+    assert lines[1].startswith("bad") and "corrupt (sha256 mismatch)" in lines[1] and str(bad) in lines[1]
+    quick = _mammo_weights(tmp_path, manifest, "--quick")
+    assert quick.returncode == 0 and "sha256 not checked" in quick.stdout.splitlines()[1]
+    bad.write_bytes(PAYLOAD + b"extra")
+    quick = _mammo_weights(tmp_path, manifest, "--quick")
+    assert quick.returncode == 1 and f"corrupt (size mismatch: {len(PAYLOAD) + 5} bytes, expected " \
+        f"{len(PAYLOAD)})" in quick.stdout
+
+
+def test_cli_weights_errors_are_one_line(tmp_path: Path) -> None:
+    """A malformed manifest: one `mammo: error:` line, exit 1; --fetch of weights that are nowhere:
+    MISSING with what to do, exit 1; never a traceback."""
+    (tmp_path / "weights").mkdir()
+    broken = write_manifest(tmp_path / "broken.yaml", [raw_entry(licence=None)])
+    proc = _mammo_weights(tmp_path, broken)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("mammo: error: weights manifest, entry 'tiny', key 'licence'")
+    unpushed = write_manifest(tmp_path / "m.yaml", [_nested("hub", "revision", None)])
+    proc = _mammo_weights(tmp_path, unpushed, "--fetch")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "MISSING: weights 'tiny'" in proc.stdout and "train it with" in proc.stdout

@@ -18,6 +18,9 @@ from mammo.errors import MammoInputError
 PLAIN_TYPES = (str, bytes, int, float, bool, type(None))
 CONTAINER_TYPES = (dict, list, tuple, set, frozenset)
 MAX_BYTES = 64 * 1024 * 1024
+#: Most values (counted with repeats) and deepest nesting `check_plain` accepts.
+MAX_ITEMS = 20_000_000
+MAX_DEPTH = 100
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -31,17 +34,62 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise MammoInputError("refusing a pickle with persistent ids: only plain data is allowed")
 
 
-def check_plain(obj: Any, depth: int = 0) -> None:
-    """Raise MammoInputError unless `obj` is nested plain containers of plain values."""
-    if depth > 100:
-        raise MammoInputError("pickle nests deeper than 100 levels")
-    if isinstance(obj, PLAIN_TYPES):
-        return
-    if not isinstance(obj, CONTAINER_TYPES):
-        raise MammoInputError(f"pickle holds a {type(obj).__name__}, not plain data")
-    items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else list(obj)
-    for item in items:
-        check_plain(item, depth + 1)
+def check_plain(obj: Any, max_items: int = MAX_ITEMS, max_depth: int = MAX_DEPTH) -> None:
+    """Raise MammoInputError unless `obj` is nested plain containers of plain values.
+
+    A pickle may store one container once and refer to it many times, so a 2 kB pickle can hold a
+    list of 2**90 paths (depth 90, each level [x, x]). The walk visits each container once
+    (by `id`), so it takes time in proportion to the pickle; it refuses more than `max_items`
+    values counted each time they are reached (what any later walk over the data would do), a
+    container that holds itself, and nesting deeper than `max_depth`.
+    """
+    _PlainWalk(max_items, max_depth).size(obj, 0)
+
+
+class _PlainWalk:
+    """One `check_plain` walk: the expanded size and height of every container seen, by id."""
+
+    def __init__(self, max_items: int, max_depth: int) -> None:
+        self.max_items, self.max_depth = max_items, max_depth
+        self.seen: dict[int, tuple[int, int]] = {}  # id -> (values below it, counted each time; height)
+        self.open: set[int] = set()  # ids on the current path, to catch a container holding itself
+        self.visited = 0
+
+    def size(self, obj: Any, depth: int) -> int:
+        """The number of values in `obj` (itself included), each shared part counted each time."""
+        if isinstance(obj, PLAIN_TYPES):
+            return 1
+        if not isinstance(obj, CONTAINER_TYPES):
+            raise MammoInputError(f"pickle holds a {type(obj).__name__}, not plain data")
+        key = id(obj)  # `obj` is alive (held by the root) for the whole walk, so its id is unique
+        if key in self.open:
+            raise MammoInputError("pickle holds a container that contains itself; only plain "
+                                  "(tree-shaped) data is allowed")
+        if key not in self.seen:
+            self.seen[key] = self._expand(obj, key, depth)
+        total, height = self.seen[key]
+        if depth + height > self.max_depth:
+            raise MammoInputError(f"pickle nests deeper than {self.max_depth} levels")
+        return total
+
+    def _expand(self, obj: Any, key: int, depth: int) -> tuple[int, int]:
+        """(size, height) of a container seen for the first time."""
+        if depth > self.max_depth:
+            raise MammoInputError(f"pickle nests deeper than {self.max_depth} levels")
+        self.open.add(key)
+        total, height = 1, 0
+        items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        for item in items:
+            self.visited += 1
+            total += self.size(item, depth + 1)
+            if total > self.max_items or self.visited > self.max_items:
+                raise MammoInputError(
+                    f"pickle holds more than {self.max_items:,} values (counting a part stored "
+                    "once but used many times each time it is used)")
+            if not isinstance(item, PLAIN_TYPES):
+                height = max(height, 1 + self.seen[id(item)][1])
+        self.open.discard(key)
+        return total, height
 
 
 def loads_restricted(data: bytes) -> Any:

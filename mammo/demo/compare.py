@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mammo.demo.errors import USER_ERRORS, error_message
+from mammo.demo.errors import USER_ERRORS, check_names_argument, error_message
 from mammo.demo.predict import Prediction, load_image, run_pipeline
 from mammo.errors import MammoInputError
 
@@ -14,7 +14,7 @@ COMPARE_COLUMNS = ["pipeline", "benign", "malignant", "lesion area %", "masks", 
 
 
 def compare_file(path: str | os.PathLike[str] | None,
-                 names: list[str]) -> tuple[list[Prediction], dict[str, str]]:
+                 names: list[str] | None) -> tuple[list[Prediction], dict[str, str]]:
     """Read one file once and run each pipeline of `names` on it.
 
     Returns:
@@ -22,8 +22,10 @@ def compare_file(path: str | os.PathLike[str] | None,
         not run (unknown name, weights missing); the others still run.
 
     Raises:
-        MammoInputError: no pipeline chosen, or the file cannot be read.
+        MammoInputError: no pipeline chosen, `names` not a list of str, or the file cannot be
+        read.
     """
+    check_names_argument(names)
     if not names:
         raise MammoInputError("Pick at least one pipeline to compare.")
     image, meta, read_seconds = load_image(path)

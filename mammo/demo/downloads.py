@@ -16,7 +16,7 @@ from pathlib import Path
 from eval.table import Row, format_value, safe_name, write_rows
 from mammo.demo.predict import Prediction
 from mammo.demo.views import view_masks
-from mammo.export import make_overlay, write_png, write_result
+from mammo.export import make_overlay, meta_flags, write_png, write_result
 
 OVERLAY_SIDE = 2048  # long side of the downloadable overlay, as `mammo predict` writes it
 REQUEST_MAX_AGE_S = 3600.0  # per-request download folders older than this are removed
@@ -24,7 +24,9 @@ REQUEST_MAX_AGE_S = 3600.0  # per-request download folders older than this are r
 
 def prediction_row(pred: Prediction) -> Row:
     """The predictions.csv row `python -m eval` would write for this image (no labels, no
-    reference masks, so no dice/iou columns)."""
+    reference masks, so no dice/iou columns). "qc" holds the reader's QC flags joined by ";";
+    it is a column of the CSV where `eval.table.columns` lists it (`write_rows` writes only
+    those)."""
     scores, stem = pred.result.scores, Path(pred.source).stem
     return {"image_index": stem, "patient_id": pred.meta.patient_id or stem,
             "laterality": pred.meta.laterality or "", "view": pred.meta.view or "",
@@ -32,7 +34,8 @@ def prediction_row(pred: Prediction) -> Row:
             "benign_pred": format_value(float(scores["benign"]) if "benign" in scores else None),
             "malignant_pred": format_value(float(scores["malignant"]) if "malignant" in scores else None),
             "benign_label": "", "malignant_label": "",
-            "seconds": format_value(pred.seconds["read"] + pred.seconds["run"], 3), "error": ""}
+            "seconds": format_value(pred.seconds["read"] + pred.seconds["run"], 3),
+            "qc": ";".join(meta_flags(pred.meta)[1]), "error": ""}
 
 
 def write_downloads(pred: Prediction, out_dir: Path) -> list[Path]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo.demo.errors import check_file_argument, check_name_argument
 from mammo.demo.loading import build_pipeline
 from mammo.demo.pipelines import availability
 from mammo.errors import MammoInputError
@@ -51,8 +52,10 @@ def load_image(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, ImageMe
     """Read the uploaded file: (float32 (H, W) in [0, 1], meta, seconds taken).
 
     Raises:
-        MammoInputError: no file, or a file `read_image` refuses (the message says why).
+        MammoInputError: no file, not a path, or a file `read_image` refuses (the message says
+        why).
     """
+    check_file_argument(path)
     if not path:
         raise MammoInputError("No file: upload a mammogram (DICOM, PNG, JPEG, PGM or TIFF) first.")
     start = time.perf_counter()
@@ -84,6 +87,11 @@ def run_pipeline(name: str, image: np.ndarray, meta: ImageMeta, source: str,
 
 
 def predict_file(path: str | os.PathLike[str] | None, name: str) -> Prediction:
-    """Read one file and run one pipeline on it (see `load_image`, `run_pipeline`)."""
+    """Read one file and run one pipeline on it (see `load_image`, `run_pipeline`).
+
+    Raises:
+        MammoInputError: also when `name` is not a str (an API client sent a list).
+    """
+    check_name_argument(name)
     image, meta, read_seconds = load_image(path)
     return run_pipeline(name, image, meta, Path(path or "").name, read_seconds)

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from mammo.demo.predict import Prediction
-from mammo.export import make_overlay
+from mammo.export import flags_line, make_overlay, meta_flags
 from mammo.pipelines.base import STANDARD_CLASSES, Result
-from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8
+from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8, view_size
 
 DISPLAY_SIDE = 1024  # long side of the pictures sent to the page (a 4600x2800 PNG is ~10 MB)
 TISSUE_CLASSES = ("adipose", "fibroglandular", "pectoral")
@@ -38,8 +38,7 @@ def _shrink(array: np.ndarray, scale: float) -> np.ndarray:
     """Resize a float map (H, W) by `scale` (area averaging); unchanged when scale is 1."""
     if scale >= 1.0:
         return array
-    h, w = array.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = view_size(array.shape, scale)  # each side >= 1 px, long side capped, any aspect ratio
     return cv2.resize(array.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
 
@@ -82,9 +81,12 @@ def details(pred: Prediction) -> dict[str, Any]:
     """What the page shows as JSON: scores, mask areas, the metadata used, timings (seconds).
     "pipeline" is the name asked for ("cascade:fgt"), not the result's own label."""
     meta = pred.meta
+    warnings, qc = meta_flags(meta)
     return {
         "pipeline": pred.name,
         "file": pred.source,
+        "qc": qc,
+        "warnings": warnings,
         "scores": {name: float(value) for name, value in pred.result.scores.items()},
         "mask_fraction": {name: float(mask.mean()) for name, mask in pred.result.masks.items()},
         "patches": len(pred.result.patches),
@@ -100,10 +102,13 @@ def details(pred: Prediction) -> dict[str, Any]:
 
 
 def summary(pred: Prediction) -> str:
-    """One line for the page: pipeline, file, size, laterality/view, photometric, window, time."""
+    """One line for the page: pipeline, file, size, laterality/view, photometric, window, time,
+    then, in bold, the reader's QC flags and warnings, if any (the result may not mean much)."""
     meta, (h, w) = pred.meta, pred.image.shape
     window = f", window {meta.window[0]:g}/{meta.window[1]:g}" if meta.window else ""
     side = " ".join(v for v in (meta.laterality, meta.view) if v) or "laterality/view unknown"
+    flags = flags_line(meta).replace("`", "'")  # a warning quoting a value must not open code
     return (f"**{pred.name}** on `{pred.source}`: {w}x{h} {meta.format}, {side}, {meta.photometric}"
             f"{window}; {pred.total_seconds:.2f} s (read {pred.seconds['read']:.2f}, load "
-            f"{pred.seconds['load']:.2f}, run {pred.seconds['run']:.2f})")
+            f"{pred.seconds['load']:.2f}, run {pred.seconds['run']:.2f})"
+            + (f"; **⚠ {flags}**" if flags else ""))

@@ -28,6 +28,16 @@ class ImageMeta:
         window: (center, width) applied to DICOM pixels, or None when none was applied.
         voi_lut_applied: True when a DICOM VOI LUT sequence (not a window) was applied.
         transfer_syntax: DICOM transfer syntax UID name, or None.
+        modality: DICOM Modality ("MG", or another one read with `allow_modality=True`), or
+            None (rasters; a DICOM without the tag).
+        breast_implant_present: True when the DICOM says so (BreastImplantPresent YES, or an
+            "implant displaced" view modifier), False when it says NO, else None.
+        warnings: damaged optional attributes that were ignored, one sentence each saying what
+            was ignored and what was used instead (e.g. a non-numeric WindowCenter: the full
+            range was used); [] when none. The image is still valid.
+        qc: quality-control flag names from `mammo.qc.qc_flags` (e.g. "saturated",
+            "modality_missing"); [] when nothing looks wrong. The table of flags and their
+            thresholds is in `mammo.qc`.
     """
 
     path: str = ""
@@ -48,7 +58,12 @@ class ImageMeta:
     window: tuple[float, float] | None = None
     voi_lut_applied: bool = False
     transfer_syntax: str | None = None
+    modality: str | None = None
+    breast_implant_present: bool | None = None
+    warnings: list[str] = field(default_factory=list)
+    qc: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of all fields (tuples become lists)."""
+        """A JSON-serialisable dict of all fields, `warnings` and `qc` included (tuples stay tuples;
+        `json.dumps` writes them as lists)."""
         return asdict(self)

@@ -13,11 +13,14 @@ Scaling rule (what `read_image` returns for each stored dtype):
     * Float (TIFF): as stored when all values lie in [0, 1], else (value - min) / (max - min);
       NaN or infinite pixels are refused.
 A grey image stored as RGB/RGBA/palette (all colour channels equal) is read as grey; a real colour
-image is refused.
+image is refused, and so are multi-page TIFFs and animations (the pages may be other views, a
+thumbnail or a mask) and PGM headers with a maxval outside 1..65535. The header's sizes are checked
+against `mammo.io.limits` before any pixel is decoded.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import warnings
@@ -26,29 +29,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mammo.errors import MammoInputError
+from mammo.errors import MammoInputError, input_error
+from mammo.io.limits import MAX_PIXELS, check_shape
 from mammo.io.meta import ImageMeta
 
-MAX_PIXELS = 100_000_000
-"""Images with more pixels than this are refused before decoding (decompression-bomb guard)."""
+__all__ = ["MAX_PIXELS", "grey_from_channels", "input_error", "read_raster", "scale_float"]
 
 _FORMAT_NAMES = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "PPM": "pgm", "TIFF": "tiff"}
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+# What Pillow and tifffile raise on damaged files (TypeError: e.g. a TIFF tag of the wrong type).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+                  KeyError)
 
 
-def input_error(path: str | os.PathLike[str], problem: str, advice: str) -> MammoInputError:
-    """A `MammoInputError` whose message names the file, what is wrong and what to do."""
-    return MammoInputError(f"Cannot read image '{path}': {problem}. {advice}")
+class _DecodeFailure(MammoInputError):
+    """Pillow could not open or decode the file (a TIFF then gets a second try with tifffile)."""
 
 
-def check_pixel_count(height: int, width: int, path: str | os.PathLike[str]) -> None:
-    """Refuse an image of more than `MAX_PIXELS` pixels (called on header sizes, before decoding)."""
-    if height * width > MAX_PIXELS:
-        raise input_error(
-            path, f"it is {width}x{height} = {height * width / 1e6:.0f} megapixels, over the "
-            f"{MAX_PIXELS / 1e6:.0f}-megapixel limit (a corrupt header or a decompression bomb)",
-            "Check the file, or downsample it before reading it with mammo.",
-        )
+def _damaged(path: Path, exc: BaseException) -> _DecodeFailure:
+    return _DecodeFailure(f"Cannot read image '{path}': the file is truncated or damaged and its "
+                          f"pixels cannot be decoded ({exc}). Copy or download the file again.")
 
 
 def grey_from_channels(array: np.ndarray, path: str | os.PathLike[str], tolerance: int = 0) -> np.ndarray:
@@ -133,14 +132,28 @@ def _bits_for_uint16(array: np.ndarray, path: Path, fmt: str) -> tuple[int, int,
     return 2**bits - 1, bits, source
 
 
-def _minmax(array: np.ndarray) -> np.ndarray:
-    """float32 (value - min) / (max - min); zeros for a constant image."""
-    out = array.astype(np.float32)
-    lo, hi = float(out.min()), float(out.max())
+def _minmax(array: np.ndarray, path: Path) -> np.ndarray:
+    """float32 (value - min) / (max - min); zeros for a constant image (refused later as blank).
+
+    Float input is scaled in float64 before the cast: a float32 cast first turns values beyond
+    3.4e38 (a float64 TIFF near 1e300) into inf and the image into NaN.
+    """
+    lo, hi = float(array.min()), float(array.max())
     if hi <= lo:
-        return np.zeros_like(out)
+        return np.zeros(array.shape, np.float32)
+    span = hi - lo
+    if not np.isfinite(span):
+        raise input_error(path, f"its pixel values span {lo:g} to {hi:g}, beyond what can be "
+                          "scaled to [0, 1] (the values are damaged)",
+                          "Check how the file was made, and save it again.")
+    if array.dtype.kind == "f":  # float64 work copy: float32 - float32 can overflow too
+        work = array.astype(np.float64)
+        work -= lo
+        work /= span
+        return work.astype(np.float32)
+    out = array.astype(np.float32)
     out -= np.float32(lo)
-    out *= np.float32(1.0 / (hi - lo))
+    out *= np.float32(1.0 / span)
     return out
 
 
@@ -154,7 +167,7 @@ def scale_float(array: np.ndarray, path: Path) -> np.ndarray:
                           "Replace the missing values (e.g. by 0) and save the image again.")
     if array.size and array.min() >= 0.0 and array.max() <= 1.0:
         return array.astype(np.float32)
-    return _minmax(array)
+    return _minmax(array, path)
 
 
 def to_unit(array: np.ndarray, path: Path, fmt: str) -> tuple[np.ndarray, str, int, dict[str, str]]:
@@ -178,22 +191,38 @@ def to_unit(array: np.ndarray, path: Path, fmt: str) -> tuple[np.ndarray, str, i
         out *= np.float32(1.0 / divisor)
         np.minimum(out, 1.0, out=out)
         return out, "uint16", bits, {"bits_stored": source}
-    return _minmax(array), str(array.dtype), array.dtype.itemsize * 8, {}
+    return _minmax(array, path), str(array.dtype), array.dtype.itemsize * 8, {}
+
+
+def _check_pnm_header(path: Path) -> None:
+    """Refuse a PGM/PPM whose maxval is outside 1..65535 (Pillow raises a bare ValueError)."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic not in (b"P2", b"P3", b"P5", b"P6"):
+        return
+    maxval = _pgm_maxval(path)
+    if maxval is not None and not 1 <= maxval <= 65535:
+        raise input_error(path, f"its PGM/PPM header gives maxval {maxval}, but it must be "
+                          "between 1 and 65535 (the header is damaged)",
+                          "Save the image again from its source.")
 
 
 def _open(path: Path) -> Image.Image:
     """Open lazily (header only); Pillow's own decompression-bomb checks become MammoInputError."""
     try:
         with warnings.catch_warnings():
-            # Our own MAX_PIXELS check (right after opening) decides; Pillow's warning is noise.
+            # Our own check_shape (right after opening) decides; Pillow's warning is noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(path)
     except Image.DecompressionBombError as exc:
         raise input_error(path, f"it is too large to decode safely ({exc})",
                           "Check the file, or downsample it before reading it with mammo.") from exc
     except UnidentifiedImageError as exc:
-        raise input_error(path, "it is not an image file mammo can read (or it is damaged)",
-                          "Pass a DICOM, PNG, JPEG, BMP, PGM or TIFF mammogram.") from exc
+        raise _DecodeFailure(f"Cannot read image '{path}': it is not an image file mammo can read "
+                             "(or it is damaged). Pass a DICOM, PNG, JPEG, BMP, PGM or TIFF "
+                             "mammogram.") from exc
+    except _DECODE_ERRORS as exc:  # a header Pillow recognises but cannot parse
+        raise _damaged(path, exc) from exc
 
 
 def _decode(im: Image.Image, path: Path) -> np.ndarray:
@@ -205,22 +234,51 @@ def _decode(im: Image.Image, path: Path) -> np.ndarray:
             im = im.convert("LA")
         return np.asarray(im)
     except _DECODE_ERRORS as exc:
-        raise input_error(path, f"the file is truncated or damaged and its pixels cannot be "
-                          f"decoded ({exc})", "Copy or download the file again.") from exc
+        raise _damaged(path, exc) from exc
+
+
+def _refuse_pages(path: Path, pages: int, tiff: bool) -> None:
+    """Refuse a file holding several images.
+
+    Not even the first page is read: the pages of a multi-page TIFF may be other views, a
+    thumbnail or a mask, and reading one silently could analyse the wrong image.
+    """
+    if pages > 1:
+        kind = "multi-page TIFFs are not supported" if tiff else "animations are not supported"
+        raise input_error(path, f"it holds {pages} images ({'pages' if tiff else 'frames'}): "
+                          f"{kind}", "Save each mammogram as its own single-image file.")
+
+
+class _Quiet:
+    """Context manager: `logger` logs nothing below CRITICAL inside it (its level is restored)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger, self.level = logger, logger.level
+
+    def __enter__(self) -> None:
+        self.level = self.logger.level
+        self.logger.setLevel(logging.CRITICAL)
+
+    def __exit__(self, *_: object) -> None:
+        self.logger.setLevel(self.level)
 
 
 def _read_tiff_fallback(path: Path) -> np.ndarray:
     """Read a TIFF that Pillow cannot (e.g. 16-bit RGB, float64) with tifffile."""
     import tifffile
 
+    quiet = _Quiet(logging.getLogger("tifffile"))  # its error logs repeat what the exception says
     try:
-        with tifffile.TiffFile(path) as tif:
-            if len(tif.pages) > 1:
-                raise input_error(path, f"it holds {len(tif.pages)} images (pages)",
-                                  "Save each mammogram as its own single-image file.")
+        with quiet, tifffile.TiffFile(path) as tif:
+            _refuse_pages(path, len(tif.pages), tiff=True)
             page = tif.pages[0]
-            check_pixel_count(int(page.imagelength), int(page.imagewidth), path)
+            check_shape(int(page.imagelength), int(page.imagewidth), path)
             return np.asarray(page.asarray())
+    except MammoInputError:
+        raise
+    except NotImplementedError as exc:  # e.g. 9-bit samples or a codec needing `imagecodecs`
+        raise input_error(path, f"its TIFF encoding is not supported ({exc})",
+                          "Save it as an 8- or 16-bit TIFF without compression, or as a PNG.") from exc
     except (tifffile.TiffFileError, *_DECODE_ERRORS) as exc:
         raise input_error(path, f"the TIFF file is truncated or damaged ({exc})",
                           "Copy or download the file again.") from exc
@@ -229,12 +287,13 @@ def _read_tiff_fallback(path: Path) -> np.ndarray:
 def _read_with_pillow(path: Path) -> tuple[np.ndarray, str]:
     """(pixels (H, W) or (H, W, C), format name) through Pillow, checking size before decoding."""
     with _open(path) as im:
-        check_pixel_count(im.height, im.width, path)
-        frames = int(getattr(im, "n_frames", 1))
-        if frames > 1:
-            raise input_error(path, f"it holds {frames} images (frames/pages)",
-                              "Save each mammogram as its own single-image file.")
         fmt = _FORMAT_NAMES.get(str(im.format), str(im.format).lower())
+        try:
+            pages = int(getattr(im, "n_frames", 1))  # Pillow walks the TIFF directories here
+        except _DECODE_ERRORS as exc:
+            raise _damaged(path, exc) from exc
+        _refuse_pages(path, pages, tiff=fmt == "tiff")
+        check_shape(im.height, im.width, path)
         return _decode(im, path), fmt
 
 
@@ -249,15 +308,27 @@ def read_raster(path: Path, is_tiff: bool = False) -> tuple[np.ndarray, ImageMet
         (image float32 (H, W) in [0, 1], brighter = denser; ImageMeta with path, format, dtype,
         bits_stored, photometric "MONOCHROME2" and original_shape; laterality/view left None).
     """
-    try:
-        array, fmt = _read_with_pillow(path)
-    except MammoInputError:
-        if not is_tiff:
-            raise
-        array, fmt = _read_tiff_fallback(path), "tiff"
+    _check_pnm_header(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        array, fmt = _read_pixels(path, is_tiff)
     grey = grey_from_channels(array, path, tolerance=2 if fmt == "jpeg" else 0)
     image, dtype, bits, sources = to_unit(grey, path, fmt)
     meta = ImageMeta(path=str(path), format=fmt, dtype=dtype, bits_stored=bits,
                      photometric="MONOCHROME2", sources=sources,
                      original_shape=(int(grey.shape[0]), int(grey.shape[1])))
+    # Pillow warns (on stderr) about damaged metadata it skipped: said in meta.warnings instead.
+    notes = {f"the {fmt.upper()} decoder skipped damaged metadata: {w.message}" for w in caught
+             if issubclass(w.category, UserWarning) and "PIL" in Path(w.filename).parts}
+    meta.warnings = sorted(notes)
     return np.ascontiguousarray(image), meta
+
+
+def _read_pixels(path: Path, is_tiff: bool) -> tuple[np.ndarray, str]:
+    """(pixels (H, W) or (H, W, C), format): Pillow, then tifffile for a TIFF Pillow fails on."""
+    try:
+        return _read_with_pillow(path)
+    except _DecodeFailure as exc:
+        if not is_tiff:  # a plain MammoInputError: the private subclass stays in this module
+            raise MammoInputError(str(exc)) from exc.__cause__
+        return _read_tiff_fallback(path), "tiff"

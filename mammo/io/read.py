@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
-from mammo.errors import MammoInputError
+from mammo.errors import MammoInputError, input_error
 from mammo.io.dicom import read_dicom
+from mammo.io.limits import check_unit_image, check_usable_range
 from mammo.io.meta import ImageMeta
 from mammo.io.orientation import laterality_from_image, parse_filename
-from mammo.io.raster import input_error, read_raster
+from mammo.io.raster import read_raster
+from mammo.qc import qc_flags
 
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _RASTER_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"P2", b"P5", b"P3", b"P6")
@@ -30,6 +33,13 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         raise input_error(p, "it is a directory, not a file",
                           "Pass one image file; to read a folder, loop over its files.")
+    mode = p.stat().st_mode
+    if not stat.S_ISREG(mode):
+        # Checked before any open(): opening a FIFO blocks until something writes to it.
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise input_error(p, f"it is not a regular file but {kind}",
+                          "Save the image to a file first, and pass that file.")
     if p.stat().st_size == 0:
         raise input_error(p, "the file is empty (0 bytes)", "Copy or download the file again.")
     return p
@@ -66,15 +76,21 @@ def _fill_orientation(image: np.ndarray, meta: ImageMeta, path: Path) -> None:
         meta.laterality, meta.sources["laterality"] = laterality_from_image(image), "image"
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | os.PathLike[str],
+               allow_modality: bool = False) -> tuple[np.ndarray, ImageMeta]:
     """Read one mammogram from a DICOM, PNG, JPEG, BMP, PGM or TIFF file.
 
     Nothing is written and no state changes; bad input raises `MammoInputError` whose message
-    names the file, says what is wrong and what to do (missing, empty, truncated, not an image,
-    DICOM without pixel data, multi-frame, colour, over 100 megapixels, NaN pixels, a directory).
+    names the file, says what is wrong and what to do (missing, empty, not a regular file,
+    truncated, not an image, DICOM without pixel data, multi-frame or multi-page, colour, outside
+    the size limits of `mammo.io.limits`, a damaged header, NaN pixels, blank, a directory, a
+    DICOM Modality other than MG: `ModalityNotAllowedError`).
 
     Args:
         path: the image file.
+        allow_modality: read a DICOM whose Modality is not MG (CT, US, CR, DX, ...) instead of
+            refusing it; it then gets the `modality_not_mg` QC flag. A missing Modality is
+            always accepted (flag `modality_missing`). Rasters have no Modality.
 
     Returns:
         image: float32 (H, W), values in [0, 1], higher = denser (brighter) tissue whatever the
@@ -83,12 +99,17 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
             dtype's range (16-bit: see `mammo.io.raster` for 12/14-bit data saved as 16-bit).
         meta: `ImageMeta`; laterality and view come from DICOM tags, else the file name, else
             (laterality only) which image edge the breast touches; `meta.sources` says which.
+            `meta.warnings`: damaged optional attributes that were ignored (one sentence each);
+            `meta.qc`: quality-control flags (`mammo.qc`), e.g. ["saturated"].
     """
     p = _check_path(path)
     kind = _sniff(p)
     if kind in ("dicom", "dicom-raw"):
-        image, meta = read_dicom(p, force=kind == "dicom-raw")
+        image, meta = read_dicom(p, force=kind == "dicom-raw", allow_modality=allow_modality)
     else:
         image, meta = read_raster(p, is_tiff=kind == "tiff")
+    check_unit_image(image, p)
+    check_usable_range(image, p)
     _fill_orientation(image, meta, p)
+    meta.qc = qc_flags(image, meta)
     return image, meta

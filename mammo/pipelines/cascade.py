@@ -43,7 +43,7 @@ from mammo.pipelines.registry import PIPELINES
 from mammo.preprocess import crop_to_breast, expand_window
 from mammo.preprocess.breast import CropWindow, breast_mask
 from mammo.preprocess.framing import Framing, breast_window_and_flip, frame, unframe, unframe_argmax
-from mammo.viz import overlay_masks, to_rgb8
+from mammo.viz import overlay_masks, to_rgb8, view_size
 
 REGIONS = ("fgt", "breast")
 BREAST_MARGIN = 0.05  # = training/configs/cascade_lesion.yaml crop_margin
@@ -248,9 +248,9 @@ def artifacts(image: np.ndarray, labels: np.ndarray, lesion: np.ndarray,
 
 def visualization(image: np.ndarray, labels: np.ndarray, lesion: np.ndarray,
                   height: int = 1024) -> np.ndarray:
-    """RGB panel: original | tissue map | lesion overlay, each `height` px tall."""
-    h, w = image.shape
-    size = (max(1, round(w * height / h)), height)
+    """RGB panel: original | tissue map | lesion overlay, each `height` px tall (less when that
+    would make a panel wider than `MAX_VIEW_SIDE`: a 1x5000 image asked for 20 GB)."""
+    size = view_size(image.shape, height / max(1, image.shape[0]))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     lab = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
     les = cv2.resize(lesion.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
