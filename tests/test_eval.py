@@ -22,6 +22,7 @@ from eval.scoring import score
 from eval.table import GLAM_COLUMNS, read_rows
 from mammo import metrics as M
 from mammo.errors import MammoInputError
+from mammo.qc import FLAGS as QC_FLAGS
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -45,8 +46,9 @@ def test_cascade_on_cdd_cesm_end_to_end(tmp_path: Path) -> None:
     assert tuple(header[:5]) == GLAM_COLUMNS
     assert header[5:10] == ["patient_id", "laterality", "view", "pipeline", "weights_sha256"]
     assert header[10:] == ["dice_lesion", "iou_lesion", "ref_area_lesion", "pred_area_lesion", "seconds",
-                           "error"]
+                           "qc", "error"]
     rows = read_rows(out / "predictions.csv")
+    assert all(set(filter(None, r["qc"].split(";"))) <= set(QC_FLAGS) for r in rows)  # the reader's flags
     assert len(rows) == 3 and all(r["pipeline"] == "cascade" and not r["error"] for r in rows)
     assert all(r["malignant_label"] == "1" and r["malignant_pred"] == "" for r in rows)  # no scores
     metrics = json.loads((out / "metrics.json").read_text())
