@@ -43,19 +43,30 @@ def summarise(times: list[float], reference: float) -> dict[str, float]:
 
 def time_pipeline(name: str, paths: list[Path], probabilities: bool = False,
                   threads: int | None = None) -> dict[str, Any]:
-    """Build pipeline `name`, warm it on `paths[0]`, then time `predict_one` on every path, with
-    `threads` torch/OpenCV/write threads (None: the libraries' defaults), as `mammo predict`.
+    """Build pipeline `name`, then `time_built` it.
 
     Returns:
-        {"load_seconds": float, "stages": {stage: [seconds per file]}} with stages "read", the
-        pipeline's own steps, "run", "write" and "total", in that order.
+        {"load_seconds": float, "stages": {stage: [seconds per file]}} (see `time_built`).
     """
-    from mammo.cli import configure_threads, predict_one
     from mammo.pipelines.registry import get_pipeline
 
     start = time.perf_counter()
     pipeline = get_pipeline(name)
     load = time.perf_counter() - start
+    return {"load_seconds": round(load, 3), "stages": time_built(pipeline, paths, probabilities, threads)}
+
+
+def time_built(pipeline: Any, paths: list[Path], probabilities: bool = False,
+               threads: int | None = None) -> dict[str, list[float]]:
+    """Warm a built pipeline on `paths[0]`, then time `predict_one` on every path, with `threads`
+    torch/OpenCV/write threads (None: the libraries' defaults), as `mammo predict`.
+
+    Returns:
+        {stage: [seconds per file]} with stages "read", the pipeline's own steps, "run", "write"
+        and "total", in that order.
+    """
+    from mammo.cli import configure_threads, predict_one
+
     configure_threads(threads)  # after the build, which may have imported torch
     stages: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +75,7 @@ def time_pipeline(name: str, paths: list[Path], probabilities: bool = False,
             timings = predict_one(pipeline, path, Path(tmp) / f"{i}_{path.stem}", probabilities, threads)
             for stage, seconds in timings.items():
                 stages.setdefault(stage, []).append(seconds)
-    return {"load_seconds": round(load, 3), "stages": stages}
+    return stages
 
 
 def run(paths: list[Path], pipelines: list[str] | None = None, probabilities: bool = False,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -162,26 +161,15 @@ def measure_films(pipes: dict[str, CascadePipeline], root: str, split: str) -> d
 
 
 def measure_speed(pipe) -> dict:
-    """Read + run per example DICOM with the models loaded (the write is timed apart)."""
-    import tempfile
-
+    """Read + run per example DICOM with the models loaded (the write is timed apart), by the
+    timing loop of `python -m mammo.bench` (`mammo.bench.time_built`)."""
+    from mammo.bench import time_built
     from mammo.examples import example_dicoms
-    from mammo.export import write_result
-    from mammo.io import read_image
 
-    times, parts = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in example_dicoms():
-            t0 = time.perf_counter()
-            image, meta = read_image(path)
-            t1 = time.perf_counter()
-            result = pipe.run(image, meta)
-            t2 = time.perf_counter()
-            write_result(Path(tmp) / path.stem, image, meta, result)
-            t3 = time.perf_counter()
-            times.append(t2 - t0)
-            parts.append({"read": t1 - t0, **result.timings, "write": t3 - t2})
-    median_parts = {k: round(float(np.median([p[k] for p in parts])), 3) for k in parts[0]}
+    stages = time_built(pipe, example_dicoms())
+    times = np.add(stages["read"], stages["run"])
+    median_parts = {k: round(float(np.median(v)), 3) for k, v in stages.items()
+                    if k not in ("run", "total")}
     reference = reference_forward_seconds()
     return {"reference_forward_seconds": round(reference, 4),
             "median_over_reference": round(float(np.median(times)) / reference, 2),
