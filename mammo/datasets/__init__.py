@@ -17,10 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mammo.datasets.base import DatasetLoader, Sample, SampleRef
+from mammo.datasets.cbis_ddsm import CbisDDSM
 from mammo.datasets.cdd_cesm import CddCesm
 from mammo.datasets.dicom_folder import DicomFolder
 from mammo.datasets.folder import CsvList, ImageFolder
 from mammo.datasets.glam import GlamExam
+from mammo.datasets.mass_seg import MassSeg08
 from mammo.datasets.mias import Mias
 from mammo.datasets.mias_outlined import MiasOutlined
 from mammo.datasets.mias_roi import MiasROI
@@ -34,6 +36,8 @@ LOADERS: dict[str, type[DatasetLoader]] = {
     "mias-outlined": MiasOutlined,
     "cdd-cesm": CddCesm,
     "glam-exam": GlamExam,
+    "cbis-ddsm": CbisDDSM,
+    "mass-seg-08": MassSeg08,
     "dicom-folder": DicomFolder,
     "folder": ImageFolder,
     "csv": CsvList,
@@ -59,12 +63,14 @@ def load_dataset(kind: str, root: str | Path, split: str | Path | None = None) -
 
 __all__ = [
     "LOADERS",
+    "CbisDDSM",
     "CddCesm",
     "CsvList",
     "DatasetLoader",
     "DicomFolder",
     "GlamExam",
     "ImageFolder",
+    "MassSeg08",
     "Mias",
     "MiasOutlined",
     "MiasROI",

@@ -65,12 +65,17 @@ PIPELINES: dict[str, PipelineSpec] = {
         "keras",
         source="config-driven TensorFlow UNet on CDD-CESM",
     ),
+    "tiryaki-mass": PipelineSpec(
+        "mammo.pipelines.tiryaki:build",
+        "Breast mask (U-net5L), then mass masks (U-net++, VGG16 encoder), then benign/malignant "
+        "per mass (VGG16 ROI classifier); image malignant score = the highest mass's.",
+        "keras",
+        source="Tiryaki & Kaplanoglu (TensorFlow/Keras)",
+    ),
 }
 
 #: Pipelines not built yet: name -> (source, what it will do). Listed, never buildable.
 PLANNED: dict[str, tuple[str, str]] = {
-    "tiryaki-mass": ("Tiryaki & Kaplanoglu (Keras)",
-                     "Breast mask -> mass mask (U-net++/Xception, 640x640) -> benign/malignant (VGG16)."),
     "deepmica": ("DeepMiCa (PyTorch)",
                  "Microcalcification masks on 256x256 patches, ROI classifier, SHAP-style maps."),
 }
