@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mammo.datasets import load_dataset
+from mammo.datasets.mias_outlined import to_uint8
 from mammo.pipelines.tiryaki_prep import breast_input, mass_input
 from mammo.preprocess.breast import CropWindow, breast_mask, crop_to_breast
 from mammo.preprocess.framing import frame_mask
@@ -143,11 +144,6 @@ def _mask_rois(ds: Any, index: int) -> list[Roi]:
     for x, y, w, h, _ in stats[1:]:
         rois.append(Roi(image, box, y + h / 2, x + w / 2, float(max(w, h)), int(malignant), sample.image_id, "mask"))
     return rois
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """float32 [0, 1] -> uint8 (ROIs are contrast-stretched anyway; a quarter of the memory)."""
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
 def classifier_rois(config: TiryakiConfig, part: str) -> list[Roi]:
