@@ -351,12 +351,21 @@ def detect_candidates(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndar
     return labels, scores
 
 
+def candidate_regions(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates of `detect_candidates` with their extent: (labels int32 (H, W), scores float64
+    (K,), boxes int (K, 4) as (y0, x0, y1, x1) end-exclusive, areas int (K,) in pixels), indexed
+    by candidate label - 1."""
+    labels, scores, stats = _candidates(prob, threshold)
+    x, y, w, h, area = (stats[:, i].astype(int) for i in range(5))
+    boxes = np.stack([y, x, y + h, x + w], axis=1) if scores.size else np.zeros((0, 4), int)
+    return labels, scores, boxes, area
+
+
 def candidate_boxes(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """The candidates of `detect_candidates` as boxes: (scores float64 (K,), boxes int (K, 4) as
     (y0, x0, y1, x1), end-exclusive, in the order of the candidate labels)."""
-    _, scores, stats = _candidates(prob, threshold)
-    x, y, w, h = (stats[:, i].astype(int) for i in range(4))
-    return scores, np.stack([y, x, y + h, x + w], axis=1) if scores.size else np.zeros((0, 4), int)
+    _, scores, boxes, _ = candidate_regions(prob, threshold)
+    return scores, boxes
 
 
 def match_detections(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> ImageDetections:

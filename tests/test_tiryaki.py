@@ -204,3 +204,19 @@ def _datasets(handle) -> list[str]:
     names: list[str] = []
     handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     return names
+
+
+def test_cv_folds_keep_patients_together() -> None:
+    from training.tiryaki.cv import folds, patient_of
+    from training.tiryaki.data import Roi
+
+    box = CropWindow(0, 10, 0, 10, (10, 10))
+    rois = [Roi(np.zeros((10, 10), np.uint8), box, 5, 5, 4, i % 2, f"mdb{n:03d}", "CIRC")
+            for i, n in enumerate(range(1, 41))]
+    assert patient_of(rois[0]) == patient_of(rois[1]) == "mias_001" and patient_of(rois[2]) == "mias_002"
+    held = folds(rois, 4, seed=0)
+    assert sorted(np.concatenate(held).tolist()) == list(range(40))
+    for fold in held:
+        inside = {patient_of(rois[i]) for i in fold}
+        outside = {patient_of(r) for j, r in enumerate(rois) if j not in set(fold.tolist())}
+        assert not inside & outside

@@ -81,6 +81,24 @@ def test_config_error_exits_2_without_tensorflow(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore")
+def test_classifier_cross_validation_resumes(tmp_path: Path) -> None:
+    """`cv`: patient-grouped folds over train + val (f0-f5: 3 benign, 3 malignant), an AUC row per
+    epoch; a second run keeps the finished folds."""
+    make_films(tmp_path / "data")
+    configs = write_configs(tmp_path, tmp_path / "data")
+    cv_dir = tmp_path / "runs" / "classifier" / "cv"
+    run("-m", "training.tiryaki", "cv", str(configs["classifier"]), "--folds", "2", "--epochs", "2")
+    with (cv_dir / "cv.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["n"] == "6" and rows[0]["n_malignant"] == "3"
+    assert (cv_dir / "cv.png").is_file() and (cv_dir / "folds.npz").is_file()
+    stamps = [(cv_dir / f"fold_{i}.npz").stat().st_mtime_ns for i in range(2)]
+    second = run("-m", "training.tiryaki", "cv", str(configs["classifier"]), "--folds", "2", "--epochs", "2")
+    assert [(cv_dir / f"fold_{i}.npz").stat().st_mtime_ns for i in range(2)] == stamps  # finished folds kept
+    assert "out-of-fold ROI AUC, 6 ROIs (3 malignant)" in second.stdout
+
+
+@pytest.mark.timeout(900)  # a hang guard: four trainings in subprocesses take ~4 min on 2 idle cores
 def test_three_stages_train_resume_export_and_run(tmp_path: Path) -> None:
     make_films(tmp_path / "data")
     configs = write_configs(tmp_path, tmp_path / "data")

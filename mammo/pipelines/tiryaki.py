@@ -23,10 +23,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 
 from mammo.io.meta import ImageMeta
+from mammo.metrics import candidate_regions
 from mammo.pipelines.base import PatchBox, Result
 from mammo.pipelines.registry import PIPELINES
 from mammo.pipelines.tiryaki_prep import breast_input, clean_mask, mass_input, roi_input, roi_window
@@ -59,14 +59,9 @@ def find_masses(prob: np.ndarray, threshold: float, min_area: float) -> tuple[li
         ([{"box": (y0, x0, y1, x1), "area": px, "detection": max prob, "component": id}], best
         detection first; the int32 (H, W) component labels).
     """
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= threshold).astype(np.uint8), connectivity=8)
-    masses = []
-    for k in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[k])
-        if area < min_area:
-            continue
-        peak = float(prob[y:y + h, x:x + w][labels[y:y + h, x:x + w] == k].max())
-        masses.append({"box": (y, x, y + h, x + w), "area": area, "detection": peak, "component": k})
+    labels, scores, boxes, areas = candidate_regions(prob, threshold)
+    masses = [{"box": tuple(int(v) for v in boxes[k]), "area": int(areas[k]), "detection": float(scores[k]),
+               "component": k + 1} for k in range(scores.size) if areas[k] >= min_area]
     masses.sort(key=lambda m: -m["detection"])
     return masses, labels
 

@@ -163,6 +163,11 @@ class Augmenter:
                 x, y = self._jitter(x, y)
             yield x, y
 
+    def endless(self):
+        """`epoch()` after `epoch()` forever: Keras draws `len(self)` batches per epoch."""
+        while True:
+            yield from self.epoch()
+
     def _jitter(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for i in range(len(x)):
             if self.rng.random() < 0.5:

@@ -81,11 +81,6 @@ def _callbacks(keras, config: dict, val: KerasFramed) -> list:
     return callbacks
 
 
-def _batches(augmenter: Augmenter):
-    while True:  # Keras draws steps_per_epoch batches per epoch
-        yield from augmenter.epoch()
-
-
 def train(config_file: str | Path) -> Path:
     """Train as the config says; returns the best checkpoint (`model_dir/best.weights.h5` or `.keras`).
     Validation data: [eval] when it names data, else the [train] source's "val" split."""
@@ -106,7 +101,7 @@ def train(config_file: str | Path) -> Path:
     compile_unet(model, m["learning_rate"], m["loss"], m["metrics"])
     augmenter = Augmenter(train_data, t["batch_size"], t["seed"], m["generator"])
     callbacks = _callbacks(keras, config, val)
-    model.fit(_batches(augmenter), steps_per_epoch=len(augmenter), epochs=t["epochs"],
+    model.fit(augmenter.endless(), steps_per_epoch=len(augmenter), epochs=t["epochs"],
               validation_data=(val.x, val.y), validation_batch_size=t["batch_size"],
               callbacks=callbacks, verbose=2)
     if not any(getattr(cb, "spent", False) for cb in callbacks):  # finished: no resume left to do

@@ -1,4 +1,4 @@
-"""`python -m training.tiryaki train|export CONFIG` and `python -m training.tiryaki measure`."""
+"""`python -m training.tiryaki train|cv|export CONFIG` and `python -m training.tiryaki measure`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a config error prints its message and exits with 2."""
     parser = argparse.ArgumentParser(prog="python -m training.tiryaki", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train", "export"):
+    for name in ("train", "export", "cv"):
         cmd = sub.add_parser(name)
         cmd.add_argument("config", help="training/configs/tiryaki_*.yaml")
+        if name == "cv":
+            cmd.add_argument("--folds", type=int, default=5, help="patient-grouped folds over train + val")
+            cmd.add_argument("--epochs", type=int, default=None, help="epochs per fold (default: the config's)")
         if name == "export":
             cmd.add_argument("--metrics", default="", help="comma-separated JSON reports of `measure --out`")
             cmd.add_argument("--weights-dir", default=None, help="where the file goes (default: weights/)")
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from training.tiryaki.config import load_config
 
-    if args.command in ("train", "export"):
+    if args.command in ("train", "export", "cv"):
         try:
             load_config(args.config)  # fail fast, before tensorflow is imported
         except (ValueError, FileNotFoundError) as error:
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.tiryaki.run import train
 
         print(f"best weights: {train(args.config)}")
+    elif args.command == "cv":
+        from training.tiryaki.cv import cross_validate
+
+        print(f"cross-validation curve: {cross_validate(args.config, args.folds, args.epochs)}")
     elif args.command == "export":
         from training.tiryaki.export import export
 

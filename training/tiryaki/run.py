@@ -118,7 +118,7 @@ def train(config_file: str | Path) -> Path:
     else:
         train_data, val_data = _segmentation_data(config)
         augmenter = Augmenter(train_data, config.batch_size, config.seed, True)
-        batches, steps, validation = _endless(augmenter), len(augmenter), (val_data.x, val_data.y)
+        batches, steps, validation = augmenter.endless(), len(augmenter), (val_data.x, val_data.y)
         objects = custom_objects()
         model.compile(optimizer=optimizer, loss=objects["bce_dice_loss"], metrics=[objects["dice_coef"]])
         monitor, mode = "val_loss", "min"
@@ -131,8 +131,3 @@ def train(config_file: str | Path) -> Path:
     else:
         print(f"time budget spent: run the same command again to resume from {config.path / 'backup'}", flush=True)
     return config.path / BEST
-
-
-def _endless(augmenter: Augmenter):
-    while True:
-        yield from augmenter.epoch()
