@@ -14,8 +14,9 @@ import sys
 from mammo.errors import MammoInputError
 
 KINDS_HELP = ("KIND:PATH; KIND is tissue-ddsm, mias, mias-roi, mias-outlined, cdd-cesm, glam-exam, "
-              "cbis-ddsm (TCIA description CSVs + DICOM tree), mass-seg-08 (Tiryaki's split folders), dicom-folder, folder "
-              "(images + optional masks/ and labels.csv) or csv (image_path, mask_path, benign_label, "
+              "cbis-ddsm (TCIA description CSVs + DICOM tree), mass-seg-08 (Tiryaki's split folders), "
+              "deepmica-png (DeepMiCa's Datasets/{INbreast,CBIS_DDSM}/{AllPng,Masks,csv}), dicom-folder, "
+              "folder (images + optional masks/ and labels.csv) or csv (image_path, mask_path, benign_label, "
               "malignant_label, patient_id)")
 
 

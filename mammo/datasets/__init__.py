@@ -19,6 +19,7 @@ from pathlib import Path
 from mammo.datasets.base import DatasetLoader, Sample, SampleRef
 from mammo.datasets.cbis_ddsm import CbisDDSM
 from mammo.datasets.cdd_cesm import CddCesm
+from mammo.datasets.deepmica_png import DeepMiCaPng
 from mammo.datasets.dicom_folder import DicomFolder
 from mammo.datasets.folder import CsvList, ImageFolder
 from mammo.datasets.glam import GlamExam
@@ -38,6 +39,7 @@ LOADERS: dict[str, type[DatasetLoader]] = {
     "glam-exam": GlamExam,
     "cbis-ddsm": CbisDDSM,
     "mass-seg-08": MassSeg08,
+    "deepmica-png": DeepMiCaPng,
     "dicom-folder": DicomFolder,
     "folder": ImageFolder,
     "csv": CsvList,
@@ -67,6 +69,7 @@ __all__ = [
     "CddCesm",
     "CsvList",
     "DatasetLoader",
+    "DeepMiCaPng",
     "DicomFolder",
     "GlamExam",
     "ImageFolder",
