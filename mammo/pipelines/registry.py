@@ -72,13 +72,22 @@ PIPELINES: dict[str, PipelineSpec] = {
         "keras",
         source="Tiryaki & Kaplanoglu (TensorFlow/Keras)",
     ),
+    "deepmica": PipelineSpec(
+        "mammo.pipelines.deepmica:build",
+        "Microcalcification mask (UNet on overlapping 256x256 breast patches, blended), clusters "
+        "(>= 3 within 5 mm), benign/malignant per cluster (ROI classifier); image malignant score "
+        "= the highest cluster's.",
+        "torch",
+        ("plain", "explain"),
+        (("plain", "no SHAP maps (default)"),
+         ("explain", ("adds a SHAP map per cluster (GradientExplainer on the ROI classifier; seconds "
+                      "per cluster)"))),
+        source="DeepMiCa, Gerbasi et al. 2023 (PyTorch)",
+    ),
 }
 
 #: Pipelines not built yet: name -> (source, what it will do). Listed, never buildable.
-PLANNED: dict[str, tuple[str, str]] = {
-    "deepmica": ("DeepMiCa (PyTorch)",
-                 "Microcalcification masks on 256x256 patches, ROI classifier, SHAP-style maps."),
-}
+PLANNED: dict[str, tuple[str, str]] = {}
 
 _LOADED: dict[str, Pipeline] = {}
 
