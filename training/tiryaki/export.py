@@ -103,7 +103,6 @@ def export(config_file: str | Path, metrics: str = "", weights_dir: Path | None 
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     reports = [json.loads(Path(p).read_text()) for p in metrics.split(",") if p]
-    source = config.sources[0].dataset
     entry = {
         "name": config.name, "pipeline": "tiryaki-mass", "framework": "keras",
         "architecture": config.architecture, "file": f"weights/{target.name}", "sha256": sha256_file(target),
@@ -111,7 +110,7 @@ def export(config_file: str | Path, metrics: str = "", weights_dir: Path | None 
         "hub": {"repo_id": "mammo-project/mammo-weights", "filename": target.name, "revision": None},
         "input_size": list(config.input_size), "classes": CLASSES[config.stage],
         "training": {"data": "; ".join(DATA.get(s.dataset, s.dataset) for s in config.sources),
-                     "split": SPLITS.get(source, "splits/none.csv"),
+                     "split": "; ".join(dict.fromkeys(SPLITS.get(s.dataset, "splits/none.csv") for s in config.sources)),
                      "command": f"python -m training.tiryaki train {config_file}"},
         "metrics": {**stage_metrics(config, reports), "fp16_max_output_change": round(effect, 5)},
         "licence": "; ".join(dict.fromkeys(LICENCES.get(s.dataset, "see the data set's licence") for s in config.sources)),
