@@ -15,7 +15,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "fibroglandular": (60, 220, 120),
     "pectoral": (200, 90, 255),
     "lesion": (255, 50, 50),
-    "calcification": (255, 255, 255),
+    "calcification": (0, 255, 255),   # cyan: white would vanish on the calcifications themselves
 }
 _FALLBACK = (255, 140, 0)
 

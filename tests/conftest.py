@@ -7,6 +7,8 @@ can never pass by skipping the real-data tests.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,13 @@ def cbis_dicoms() -> list[Path]:
     files = example_dicoms()
     assert len(files) == 8, files
     return files
+
+
+def run_python(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in the repository (a CLI as a user runs it), output captured, 10 min at most."""
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    """The process exited 0; otherwise fail with the ends of its output."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

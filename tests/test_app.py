@@ -274,17 +274,22 @@ def test_predict_cascade_on_real_dicom(client: Any, app_server: AppServer, cbis_
     assert list((app_server.temp_dir / "mammo-demo").glob("req-*/mask_lesion.png"))
 
 
+def _require_bundled(name: str) -> None:
+    """Skip when pipeline `name` cannot run here (fail under CI=true, where its weights are bundled)."""
+    available, reason = demo.availability(name)
+    if not available:
+        message = f"{name} is unavailable here: {reason}"
+        if _ci():
+            pytest.fail(message + f"; CI=true requires the bundled {name} weights")
+        pytest.skip(message)
+
+
 @pytest.mark.timeout(600)
 def test_predict_glam_scores(client: Any, cbis_dicoms: list[Path]) -> None:
     """GLAM's benign/malignant scores reach the client in [0, 1] with the saliency maps and patch map."""
     from gradio_client import handle_file
 
-    available, reason = demo.availability("glam")
-    if not available:
-        message = f"glam is unavailable here: {reason}"
-        if _ci():
-            pytest.fail(message + "; CI=true requires the bundled glam weights")
-        pytest.skip(message)
+    _require_bundled("glam")
     _, patch_map, maps, bars, info, _, _ = client.predict(handle_file(cbis_dicoms[4]), "glam",
                                                           api_name="/predict")
     assert set(info["scores"]) == {"benign", "malignant"}
@@ -293,6 +298,25 @@ def test_predict_glam_scores(client: Any, cbis_dicoms: list[Path]) -> None:
     assert bars["datatypes"] == {"class": "nominal", "score": "quantitative"}  # bar length = score
     assert {m["caption"].split(" (")[0] for m in maps} >= {"saliency: benign", "saliency: malignant"}
     assert patch_map is not None and info["patches"] > 0
+
+
+@pytest.mark.timeout(600)  # SHAP costs seconds per cluster on 2 cores
+def test_predict_deepmica_explain_shows_clusters_and_shap(client: Any) -> None:
+    """deepmica:explain on a MIAS film with an annotated calcification cluster: the calcification
+    overlay, numbered cluster boxes with P(malignant), and each cluster's SHAP picture."""
+    from gradio_client import handle_file
+
+    from conftest import require_data
+
+    _require_bundled("deepmica:explain")
+    film = require_data("mias") / "mdb219.png"
+    overlay, patch_map, maps, _, info, _, _ = client.predict(handle_file(film), "deepmica:explain",
+                                                             api_name="/predict")
+    assert overlay is not None and patch_map is not None and info["patches"] > 0
+    assert info["mask_fraction"]["calcification"] > 0
+    captions = [m["caption"] for m in maps]
+    assert "picture: shap_cluster1" in captions and any(c.startswith("saliency: malignant") for c in captions)
+    assert 0.0 <= info["scores"]["malignant"] <= 1.0
 
 
 @pytest.mark.timeout(300)

@@ -17,6 +17,8 @@ import yaml
 from mammo.export import write_result
 from mammo.io.meta import ImageMeta
 from mammo.pipelines import deepmica as D
+from mammo.pipelines import deepmica_roi as R
+from mammo.preprocess import tiling as T
 from mammo.pipelines.base import Pipeline, Result
 
 PLANTED = {"A": [(200, 100), (208, 110), (196, 115), (212, 98)], "B": [(300, 60), (306, 70), (296, 72)]}
@@ -39,13 +41,13 @@ def scene(h: int = 600, w: int = 700) -> np.ndarray:
 class SpeckNet:
     """Stand-in UNet: logit +10 on bright specks (white top-hat > 0.2), else -10; keeps its inputs."""
 
-    input_size = D.PATCH
+    input_size = T.PATCH
 
     def __init__(self) -> None:
         self.inputs: list[np.ndarray] = []
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        assert x.dtype == np.float32 and x.shape[1:] == (1, D.PATCH, D.PATCH)
+        assert x.dtype == np.float32 and x.shape[1:] == (1, T.PATCH, T.PATCH)
         self.inputs.append(x)
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
         tophat = np.stack([cv2.morphologyEx(p, cv2.MORPH_TOPHAT, disc) for p in x[:, 0]])
@@ -69,38 +71,38 @@ class FixedClassifier:
 # --- tiling and stitching ----------------------------------------------------------------------
 
 def test_tile_origins_cover_with_the_overlap() -> None:
-    assert D.tile_origins(100) == [0] and D.tile_origins(256) == [0]
+    assert T.tile_origins(100) == [0] and T.tile_origins(256) == [0]
     for length in (257, 448, 600, 1000, 4084):
-        starts = D.tile_origins(length)
-        assert starts[0] == 0 and starts[-1] + D.PATCH == length
-        assert all(0 < b - a <= D.PATCH - D.OVERLAP for a, b in itertools.pairwise(starts))
-    assert D.tile_origins(448) == [0, 192]
+        starts = T.tile_origins(length)
+        assert starts[0] == 0 and starts[-1] + T.PATCH == length
+        assert all(0 < b - a <= T.PATCH - T.OVERLAP for a, b in itertools.pairwise(starts))
+    assert T.tile_origins(448) == [0, 192]
     with pytest.raises(ValueError):
-        D.tile_origins(600, overlap=D.PATCH)
+        T.tile_origins(600, overlap=T.PATCH)
 
 
 @pytest.mark.parametrize(("shape", "overlap"), [((700, 530), 64), ((700, 530), 0), ((100, 300), 64)])
 def test_stitching_identity_patches_gives_the_image(shape: tuple[int, int], overlap: int) -> None:
     image = np.random.default_rng(1).random(shape, dtype=np.float32)
-    origins = D.tile_grid(shape, overlap=overlap)
-    padded = D.pad_to_patch(image)
-    patches = np.stack([padded[y:y + D.PATCH, x:x + D.PATCH] for y, x in origins])
-    out = D.stitch(patches, origins, shape, overlap=overlap)
+    origins = T.tile_grid(shape, overlap=overlap)
+    padded = T.pad_to_patch(image)
+    patches = np.stack([padded[y:y + T.PATCH, x:x + T.PATCH] for y, x in origins])
+    out = T.stitch(patches, origins, shape, overlap=overlap)
     assert out.shape == shape and out.dtype == np.float32
     np.testing.assert_allclose(out, image, rtol=0, atol=1e-6)
 
 
 def test_overlaps_are_crossfaded() -> None:
-    origins = D.tile_grid((256, 448))
+    origins = T.tile_grid((256, 448))
     assert origins == [(0, 0), (0, 192)]
     halves = np.stack([np.zeros((256, 256), np.float32), np.ones((256, 256), np.float32)])
-    out = D.stitch(halves, origins, (256, 448))
+    out = T.stitch(halves, origins, (256, 448))
     row = out[128]
     assert np.all(row[:192] == 0) and np.all(row[256:] == 1)  # one patch alone: its value, unweighted
     fade = row[192:256]
     assert np.all(np.diff(fade) > 0) and 0 < fade[0] < 0.05 and 0.95 < fade[-1] < 1
     assert abs(fade[31] + fade[32] - 1) < 1e-6  # symmetric about the overlap's middle
-    window = D.blend_window()
+    window = T.blend_window()
     assert window[128, 128] == 1 and window[0, 0] < window[0, 128] < window[32, 128]
 
 
@@ -110,7 +112,7 @@ def test_black_patches_are_not_run_and_stay_zero() -> None:
     prob, counts = D.segment(net, image)
     seen = np.concatenate(net.inputs)
     assert counts["patches_run"] == len(seen) > 0 and counts["patches_skipped"] > 0
-    assert counts["patches_run"] + counts["patches_skipped"] == len(D.tile_grid(image.shape))
+    assert counts["patches_run"] + counts["patches_skipped"] == len(T.tile_grid(image.shape))
     assert seen.reshape(len(seen), -1).max(axis=1).min() > 0  # no all-black patch reached the net
     assert prob.shape == image.shape and prob.dtype == np.float32 and np.all(prob[:, 560:] == 0)
     assert prob[200, 100] > 0.99 and prob[150, 150] < 0.01
@@ -149,6 +151,34 @@ def test_pipeline_finds_the_planted_clusters_and_scores_them() -> None:
     assert result.saliency == {} and result.artifacts == {}
 
 
+def test_a_finer_image_runs_at_the_working_pixel_size_and_answers_in_its_own_pixels() -> None:
+    fine = cv2.resize(scene(), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)  # 0.05 mm per pixel
+    meta = ImageMeta(pixel_spacing_mm=(0.05, 0.05), sources={"pixel_spacing_mm": "PixelSpacing"})
+    net = SpeckNet()
+    result = D.DeepMicaPipeline(net, FixedClassifier([1.0, 1.0])).run(fine, meta)
+    result.check_shapes(fine.shape)
+    assert np.concatenate(net.inputs).shape[0] == result.geometry["patches_run"]  # tiles of the 0.2 mm image
+    assert result.geometry["work_shape"] == (600, 700) and result.geometry["work_mm"] == pytest.approx(0.2)
+    clusters = result.geometry["clusters"]
+    assert [c["count"] for c in clusters] == [4, 3]
+    for cluster, name in zip(clusters, ("A", "B")):
+        y0, x0, y1, x1 = cluster["box"]
+        assert all(y0 <= 4 * r + 1 < y1 and x0 <= 4 * c + 1 < x1 for r, c in PLANTED[name])
+        cy, cx = cluster["centroid"]
+        assert np.hypot(cy - 4 * np.mean(PLANTED[name], axis=0)[0] - 1.5,
+                        cx - 4 * np.mean(PLANTED[name], axis=0)[1] - 1.5) < 4
+    assert result.masks["calcification"][4 * 200 + 1, 4 * 100 + 1]
+    assert [c["confidence"] for c in clusters] == pytest.approx([4.0, 3.0], abs=0.01)
+
+
+def test_min_confidence_and_max_clusters_limit_what_is_reported() -> None:
+    image = scene()
+    assert [c["count"] for c in D.DeepMicaPipeline(SpeckNet(), FixedClassifier([0.0]), min_confidence=3.5)
+            .run(image, SPACING).geometry["clusters"]] == [4]
+    result = D.DeepMicaPipeline(SpeckNet(), FixedClassifier([0.0]), max_clusters=1).run(image, SPACING)
+    assert len(result.patches) == 1 and result.geometry["clusters_found"] == 2
+
+
 def test_no_cluster_scores_zero_and_the_classifier_is_not_called() -> None:
     image = scene()
     image[image > 0.9] = 0.45
@@ -165,11 +195,11 @@ def test_pixel_size_precedence() -> None:
     assert D.pixel_size(ImageMeta(), (1024, 1024)) == (pytest.approx(0.2), "image size")  # MIAS
 
 
-def test_roi_window_is_square_inside_the_image_and_at_least_min_side() -> None:
-    assert D.roi_window((10, 10, 14, 30), (100, 100), 0.2) == (2, 10, 22, 30)  # 20 wide: square 20
-    assert D.roi_window((0, 0, 3, 3), (100, 100), 0.2) == (0, 0, 16, 16)       # 3.2 mm = 16 px, moved in
-    assert D.roi_window((90, 95, 99, 99), (100, 100), 0.2) == (84, 84, 100, 100)
-    assert D.roi_window((0, 0, 50, 120), (100, 100), 0.2) == (0, 0, 100, 100)  # larger than the image
+def test_cluster_window_is_square_inside_the_image_and_at_least_min_side() -> None:
+    assert R.cluster_window((10, 10, 14, 30), (100, 100), 0.2) == (2, 10, 22, 30)  # 20 wide: square 20
+    assert R.cluster_window((0, 0, 3, 3), (100, 100), 0.2) == (0, 0, 16, 16)       # 3.2 mm = 16 px, moved in
+    assert R.cluster_window((90, 95, 99, 99), (100, 100), 0.2) == (84, 84, 100, 100)
+    assert R.cluster_window((0, 0, 50, 120), (100, 100), 0.2) == (0, 0, 100, 100)  # larger than the image
 
 
 # --- SHAP ----------------------------------------------------------------------------------------
@@ -199,7 +229,7 @@ def test_shap_values_of_a_linear_model_are_exact() -> None:
 def test_shap_to_window_keeps_the_sum() -> None:
     values = np.random.default_rng(3).standard_normal((32, 32)).astype(np.float32)
     for window, shape in (((5, 7, 25, 27), (20, 20)), ((0, 0, 90, 90), (90, 90))):  # shrink, enlarge
-        out = D.shap_to_window(values, window)
+        out = R.shap_to_window(values, window)
         assert out.shape == shape and out.sum() == pytest.approx(values.sum(), rel=1e-4)
 
 

@@ -17,8 +17,11 @@ from mammo.preprocess.microcalc import (
     cluster_calcifications,
     detect_microcalcifications,
     enhance,
+    cluster_confidence,
     label_calcifications,
     pseudo_mask,
+    score_clusters,
+    to_pixel_size,
     white_tophat,
 )
 
@@ -211,6 +214,34 @@ def test_pseudo_mask_is_restricted_to_the_circles() -> None:
     empty = (5.0 / pixel_mm, 35.0 / pixel_mm, 3.0 / pixel_mm)  # background only
     assert not pseudo_mask(img, [empty], pixel_mm, breast).any()
     assert not pseudo_mask(img, [], pixel_mm, breast).any()
+
+
+def test_to_pixel_size_keeps_a_specks_integrated_brightness() -> None:
+    image = np.zeros((400, 400), np.float32)
+    image[200:204, 100:104] = 1.0              # a 0.2 mm speck at 0.05 mm
+    small = to_pixel_size(image, 0.05, 0.2)
+    assert small.shape == (100, 100) and small.dtype == np.float32
+    assert small.sum() * 16 == pytest.approx(image.sum())  # area average: 16 fine pixels per coarse one
+    assert small[50, 25] == pytest.approx(1.0)
+    assert to_pixel_size(image, 0.204, 0.2) is image  # within 5%: unchanged
+    assert to_pixel_size(image[:100, :100], 0.4, 0.2).shape == (200, 200)
+
+
+def test_cluster_confidence_sums_member_peaks_and_ranks_clusters() -> None:
+    trio = [(50, 50), (50, 60), (60, 55)]
+    quad = [(200, 200), (200, 215), (215, 200), (215, 215)]
+    mask = _dots_mask((300, 300), trio + quad)
+    prob = np.where(mask, 0.6, 0.0).astype(np.float32)
+    for r, c in trio:
+        prob[r, c] = 1.0                        # each trio member peaks at 1.0
+    labels, _ = label_calcifications(mask)
+    clusters = cluster_calcifications(mask, 0.1)
+    assert [c.count for c in clusters] == [4, 3]
+    assert cluster_confidence(clusters[0], labels, prob) == pytest.approx(4 * 0.6)
+    assert cluster_confidence(clusters[1], labels, prob) == pytest.approx(3.0)
+    scored = score_clusters(mask, prob, 0.1)   # highest confidence first: the trio (3.0 > 2.4)
+    assert [(c.count, round(s, 3)) for c, s in scored] == [(3, 3.0), (4, 2.4)]
+    assert [(c.count, s) for c, s in score_clusters(mask, None, 0.1)] == [(4, 4.0), (3, 3.0)]
 
 
 def test_enhance_removes_label_and_keeps_range() -> None:

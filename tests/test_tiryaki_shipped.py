@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import require_data
+from conftest import assert_ok, require_data, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES = ("tiryaki-breast", "tiryaki-mass", "tiryaki-classifier")
@@ -41,14 +39,6 @@ for path in sys.argv[1:]:
     assert pred.result.masks["lesion"].shape == image.shape
 print("ok")
 """
-
-
-def run_python(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import yaml
 
 from mammo.datasets.tissue_ddsm import TISSUE_CLASSES
 
-TASKS = ("tissue", "lesion", "glam")
+TASKS = ("tissue", "lesion", "glam", "deepmica")
 GLAM_CLASSES = ("benign", "malignant")
 
 
@@ -73,6 +73,15 @@ class TrainConfig:
     glam_encoder_init: str = ""          # both EfficientNet-Lite0 modules start from this segmenter's encoder
                                          # (a run's best.pt or a .safetensors of the cascade lesion stage)
     glam_balance: bool = False           # weigh each class's positives by n_negative / n_positive (train split)
+    # DeepMiCa (task "deepmica"): the patch segmenter on MIAS pseudo-masks (training.deepmica)
+    deepmica_work_mm: float = 0.2        # pixel side the network sees (MIAS's 200 µm; the pipeline's too)
+    deepmica_source_mm: float = 0.2      # pixel side of images without a DICOM spacing (INbreast 0.07, CBIS 0.05)
+    deepmica_pseudo: dict = field(default_factory=lambda: {"k": 4.0, "min_contrast": 0.04})  # detector kwargs
+    deepmica_positives: int = 8          # patches per annotated circle per epoch
+    deepmica_negatives: float = 1.0      # calcification-free patches per positive patch
+    deepmica_topk: int = 3               # hard negative pixels kept per positive pixel (the seed's top-k BCE)
+    deepmica_min_negatives: int = 256    # hard negative pixels kept per patch at least (empty patches count)
+    deepmica_val_normal: int = 12        # NORM films of the validation split scored each epoch
     seed: int = 0
     threads: int = 2
     out_dir: str = "runs"
@@ -109,7 +118,7 @@ class TrainConfig:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return {"tissue": TISSUE_CLASSES, "glam": GLAM_CLASSES}.get(self.task, ("lesion",))
+        return {"tissue": TISSUE_CLASSES, "glam": GLAM_CLASSES, "deepmica": ("calcification",)}.get(self.task, ("lesion",))
 
     @property
     def out_channels(self) -> int:

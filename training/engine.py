@@ -63,7 +63,8 @@ def _state(model, opt, sched, epoch: int, best: float, history: list, elapsed: f
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """curves.png: training loss (left) and the validation score plus per-class Dice (right)."""
+    """curves.png: training loss (left) and the validation score plus per-class Dice and
+    sensitivities (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,9 +74,11 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(epochs, [m["loss"] for m in history], marker=".")
     left.set(xlabel="epoch", ylabel="training loss", title=title)
-    for key in sorted(k for k in history[-1] if k.startswith("dice_") or k == "score"):
+    keys = sorted(k for k in history[-1] if k.startswith(("dice_", "sens_")) or k == "score")
+    for key in keys:
         right.plot(epochs, [m.get(key, np.nan) for m in history], label=key, lw=2.5 if key == "score" else 1)
-    right.set(xlabel="epoch", ylabel="validation", ylim=(0, 1), title="validation (score picks best.pt)")
+    top = max([1.0] + [m.get(k, 0.0) for m in history for k in keys])  # deepmica's score reaches 1.25
+    right.set(xlabel="epoch", ylabel="validation", ylim=(0, top * 1.02), title="validation (score picks best.pt)")
     right.grid(alpha=0.3)
     right.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -31,6 +31,10 @@ LICENCES = {"tissue-ddsm": "GPL-3.0 (trained on GPLv3 data)",
 
 def data_description(config: TrainConfig) -> str:
     """The training data in words, negatives included."""
+    if config.task == "deepmica":
+        return (f"mini-MIAS at {config.deepmica_work_mm} mm per pixel: pseudo-masks (the classical detector's "
+                f"specks touching the CALC circles of the training split, detector {config.deepmica_pseudo}); "
+                "256x256 patches around those circles, and as many from calcification-free (NORM) films")
     text = DATA_NAMES.get(config.dataset, config.dataset)
     if config.negative_dataset and config.task == "lesion":
         kinds = (f"lesion-free films as negatives and its films whose every mass is outlined as positives "

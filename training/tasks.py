@@ -16,6 +16,7 @@ TASKS: dict[str, str] = {
     "tissue": "training.segmentation:SegmentationTask",
     "lesion": "training.segmentation:SegmentationTask",
     "glam": "training.glam_task:GlamTask",
+    "deepmica": "training.deepmica.task:DeepMicaSegTask",
 }
 
 

@@ -17,6 +17,10 @@ from mammo.pipelines.base import STANDARD_CLASSES, Result
 from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8, view_size
 
 DISPLAY_SIDE = 1024  # long side of the pictures sent to the page (a 4600x2800 PNG is ~10 MB)
+ARTIFACT_SIDE = 256   # smallest long side of an extra picture on the page (a 3 mm ROI at 0.2 mm is 16 px)
+# Extra pictures (`Result.artifacts`) shown in Maps: deepmica's SHAP map over each cluster's ROI. The
+# others (cascade's tool pictures) repeat what the overlay and maps already show.
+SHOWN_ARTIFACTS = ("shap_",)
 TISSUE_CLASSES = ("adipose", "fibroglandular", "pectoral")
 
 
@@ -49,7 +53,8 @@ def overlay_view(pred: Prediction, side: int = DISPLAY_SIDE) -> np.ndarray:
 
 def map_views(pred: Prediction, side: int = DISPLAY_SIDE) -> list[tuple[np.ndarray, str]]:
     """Each probability and saliency map as a heatmap over the image, with a colour bar on the
-    right: (uint8 RGB (h, w + bar, 3), caption) pairs."""
+    right, then the pipeline's extra pictures named in `SHOWN_ARTIFACTS` (enlarged to >= `ARTIFACT_SIDE`):
+    (uint8 RGB (h, w, 3), caption) pairs."""
     scale = _display_scale(pred.image.shape, side)
     small = _shrink(pred.image, scale)
     views = []
@@ -59,7 +64,16 @@ def map_views(pred: Prediction, side: int = DISPLAY_SIDE) -> list[tuple[np.ndarr
             # bar and the caption give the values, so a weak map is not mistaken for a confident one.
             caption = f"{kind}: {name} (max {float(heat.max()):.2f})"
             views.append((heatmap_overlay(small, _shrink(heat, scale)), caption))
+    for name, picture in pred.result.artifacts.items():
+        if name.startswith(SHOWN_ARTIFACTS):
+            views.append((_at_least(picture, ARTIFACT_SIDE), f"picture: {name}"))
     return views
+
+
+def _at_least(picture: np.ndarray, side: int) -> np.ndarray:
+    """uint8 RGB enlarged (nearest neighbour: pixels stay visible) so its long side is >= `side`."""
+    factor = int(np.ceil(side / max(picture.shape[:2])))
+    return picture if factor <= 1 else np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
 
 
 def patch_view(pred: Prediction, side: int = DISPLAY_SIDE) -> np.ndarray | None:

@@ -15,3 +15,12 @@ def load_torch_state_dict(entry: WeightsEntry) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(resolve(entry)), device="cpu")
+
+
+def safetensors_metadata(entry: WeightsEntry) -> dict[str, str]:
+    """The string metadata in `entry`'s safetensors header (resolved and sha256-checked), e.g. the
+    training recipe `training.export` stores there; {} when it has none."""
+    from safetensors import safe_open
+
+    with safe_open(str(resolve(entry)), framework="pt") as handle:
+        return dict(handle.metadata() or {})

@@ -2,23 +2,28 @@
 
 The method of DeepMiCa (Gerbasi et al., CMPB 2023; github.com/ales-git/DeepMiCa), step by step:
 
+0. Working pixel size: the image is resampled to the pixel side the networks were trained at
+   (`work_mm`: the segmenter's weights state it; 0.2 mm, MIAS's, for the shipped ones) by area
+   averaging (`to_pixel_size`); every output is mapped back to the input's pixels (`Scale`).
 1. Preprocessing (seed: `Step1_Preprocessing`): labels and background off, CLAHE
    (`mammo.preprocess.microcalc.enhance`, tiles sized in mm).
-2. Segmentation (seed: `Step2_Segmentation`): the breast is tiled into 256x256 patches at its
-   native resolution, each patch segmented by a UNet (one logit per pixel), the patches stitched
-   back. The seed pads the image to a multiple of 256 and tiles without overlap; here patches
-   overlap by `OVERLAP` pixels and are blended with linear ramps (`blend_window`), so no pixel's
-   value comes only from the rim of a patch, where the UNet sees zero padding instead of
+2. Segmentation (seed: `Step2_Segmentation`): the breast is tiled into 256x256 patches, each
+   segmented by a UNet (one logit per pixel), the patches stitched back
+   (`mammo.preprocess.tiling`). The seed pads the image to a multiple of 256 and tiles without
+   overlap; here patches overlap by `OVERLAP` pixels and are crossfaded with linear ramps, so no
+   pixel's value comes only from the rim of a patch, where the UNet sees zero padding instead of
    context. Patches that are entirely black (outside the breast after step 1) are not run: the
    seed removes them from its training set (`reduce_patches.py`) and the network has nothing to
-   find there. A pixel is calcification where the stitched probability is >= `THRESHOLD` (the
+   find there. A pixel is calcification where the stitched probability is >= `threshold` (the
    seed's 0.5) inside the breast.
-3. Clusters: `mammo.preprocess.microcalc.cluster_calcifications` (>= 3 calcifications within 5 mm;
-   the BI-RADS reasoning is there), at most `MAX_CLUSTERS`, largest first.
+3. Clusters: `mammo.preprocess.microcalc.score_clusters` (>= 3 calcifications within 5 mm; the
+   BI-RADS reasoning is there), each with a confidence (the sum of its members' peak
+   probabilities); those >= `min_confidence`, at most `max_clusters`, most confident first.
 4. Classification (seed: `Step3_Classification/_01_CutROI/cut_ROI.py`, `CustomDataset.py`): per
    cluster, the smallest square around its bounding box (at least `MIN_ROI_MM` a side, the seed's
    64 px at CBIS-DDSM's ~50 µm), kept inside the image, cut from the step-1 image, min-max
-   normalised, resized to the classifier's input (224), one logit -> P(malignant).
+   normalised, resized to the classifier's input (224), one logit -> P(malignant)
+   (`mammo.pipelines.deepmica_roi`).
 5. Explanation, only when asked (`explain=True`; it costs seconds per cluster, see
    `SHAP_SAMPLES`): a SHAP map per ROI from `shap.GradientExplainer` (expected gradients; the seed
    used DeepExplainer on its test set). The reference image is the ROI itself blurred at
@@ -27,13 +32,13 @@ The method of DeepMiCa (Gerbasi et al., CMPB 2023; github.com/ales-git/DeepMiCa)
 
 Pixel size: the DICOM's PixelSpacing (or ImagerPixelSpacing); else `pixel_mm` given to the
 pipeline; else `FIELD_MM` / the image's long side, which is 0.2 mm for a 1024-pixel MIAS film
-and ~0.045 mm for a 4500-pixel CBIS-DDSM film (their DICOMs carry no spacing); it sets the CLAHE
-tiles, the cluster distance and the ROI's smallest side. The UNet runs at the native resolution.
+and ~0.045 mm for a 4500-pixel CBIS-DDSM film (their DICOMs carry no spacing).
 
-Outputs: masks "breast" and "calcification", probability "calcification" (float32, 0 outside the
-breast), one `PatchBox` per cluster (its bounding box, label "cluster k", score P(malignant)),
-scores {"malignant": the highest cluster's P(malignant) (0 with no cluster), "benign": 1 - that},
-`geometry["clusters"]` (box, roi, count, centroid, malignant, and shap_sum when explained). With
+Outputs, in the input image's pixels: masks "breast" and "calcification", probability
+"calcification" (float32, 0 outside the breast), one `PatchBox` per cluster (its bounding box,
+label "cluster k", score P(malignant)), scores {"malignant": the highest cluster's P(malignant)
+(0 with no cluster), "benign": 1 - that}, `geometry["clusters"]` (box, roi, count, centroid,
+confidence, malignant, and shap_sum when explained), `geometry["work_mm"]`, `["work_shape"]`. With
 `explain`: saliency "malignant" / "benign" (each ROI's positive / negative SHAP over its largest
 |SHAP|, in [0, 1], pasted into its ROI window; the larger value where windows overlap), and the
 artifacts `shap_cluster<k>` (uint8 RGB, the ROI's shape: red pushes towards malignant, blue away).
@@ -51,28 +56,28 @@ import numpy as np
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import PatchBox, Result
 from mammo.pipelines.registry import PIPELINES
+from mammo.pipelines.deepmica_roi import (
+    Box,
+    blurred_reference,
+    cluster_input,
+    cluster_window,
+    paste_saliency,
+    shap_picture,
+    shap_to_window,
+)
 from mammo.preprocess.breast import breast_mask
-from mammo.preprocess.microcalc import Cluster, cluster_calcifications, enhance
+from mammo.preprocess.microcalc import Cluster, enhance, score_clusters, to_pixel_size
+from mammo.preprocess.tiling import OVERLAP, PATCH, Stitcher, black_patches, pad_to_patch, tile_grid
 
 NAME = "deepmica"
 ENTRIES = ("deepmica-seg", "deepmica-classifier")
-PATCH = 256
-# 25% of a patch. Zero padding at a patch's rim changes a UNet's output within a band of its
-# border; with a 64-pixel linear crossfade, along each axis at least half of a pixel's weight
-# comes from a patch whose edge is >= 32 px away (away from the image's own border), for 1.8x
-# the patches of plain tiling (a half-patch overlap: 4x).
-OVERLAP = 64
-BLACK_LEVEL = 0.0     # a patch whose maximum is <= this is not run (0 outside the breast after enhance)
 THRESHOLD = 0.5       # the seed's
 SEG_CHUNK = 32        # patches cut and stitched at a time (bounds memory on 4000x3000 films)
 FIELD_MM = 204.8      # long side of the film when no pixel size is known: 1024 px x 0.2 mm (MIAS)
-MIN_ROI_MM = 3.2      # the seed's smallest ROI side, 64 px, at CBIS-DDSM's ~0.05 mm
-MAX_CLUSTERS = 16     # classified per image, largest count first
+WORK_MM = 0.2         # the networks' pixel side when their weights do not state it (MIAS's, as shipped)
+MIN_CONFIDENCE = 0.0  # clusters below this `cluster_confidence` are not reported
+MAX_CLUSTERS = 16     # classified per image, highest confidence first
 SHAP_SAMPLES = 32     # per ROI: 12-16 s on 2 busy CPU cores (EfficientNet-Lite0, 224 px); noise ~ 1/sqrt(n)
-DETAIL_MM = 1.0       # blur of the SHAP reference: detail below ~1 mm is what the map credits
-
-
-Box = tuple[int, int, int, int]  # (y0, x0, y1, x1), end-exclusive, input pixels
 
 
 class Net(Protocol):
@@ -81,82 +86,6 @@ class Net(Protocol):
     input_size: int | None
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
-
-
-# --- tiling and stitching (pure numpy) ---------------------------------------------------------
-
-def tile_origins(length: int, patch: int = PATCH, overlap: int = OVERLAP) -> list[int]:
-    """Start offsets of patches covering [0, max(length, patch)), consecutive patches overlapping
-    by at least `overlap` pixels, evenly spread, the last one ending at the border."""
-    if not 0 <= overlap < patch:
-        raise ValueError(f"overlap must be in [0, {patch}), got {overlap}")
-    if length <= patch:
-        return [0]
-    n = math.ceil((length - patch) / (patch - overlap)) + 1
-    return [round(i * (length - patch) / (n - 1)) for i in range(n)]
-
-
-def tile_grid(shape: tuple[int, int], patch: int = PATCH, overlap: int = OVERLAP) -> list[tuple[int, int]]:
-    """(row, col) top-left corners of the patches covering an image of `shape` (see `tile_origins`)."""
-    rows, cols = (tile_origins(n, patch, overlap) for n in shape)
-    return [(y, x) for y in rows for x in cols]
-
-
-def pad_to_patch(image: np.ndarray, patch: int = PATCH) -> np.ndarray:
-    """(H, W) -> (max(H, patch), max(W, patch)), zeros added below and to the right (as the seed pads)."""
-    h, w = image.shape
-    return np.pad(image, ((0, max(0, patch - h)), (0, max(0, patch - w))))
-
-
-def blend_window(patch: int = PATCH, overlap: int = OVERLAP) -> np.ndarray:
-    """float32 (patch, patch) weights: 1 inside, ramping linearly to 0.5 / overlap at the rim over
-    `overlap` pixels (all ones when overlap is 0). Two patches `patch - overlap` apart have ramps
-    that sum to exactly 1 across their overlap: a crossfade, no seam."""
-    if overlap == 0:
-        return np.ones((patch, patch), np.float32)
-    edge = np.minimum(np.arange(patch), np.arange(patch)[::-1])
-    ramp = np.minimum(1.0, (edge + 0.5) / overlap).astype(np.float32)
-    return np.outer(ramp, ramp)
-
-
-def black_patches(patches: np.ndarray, level: float = BLACK_LEVEL) -> np.ndarray:
-    """bool (N,): which of (N, P, P) patches have no pixel above `level`."""
-    return patches.reshape(len(patches), -1).max(axis=1) <= level
-
-
-class Stitcher:
-    """Weighted average of overlapping patches into one (H, W) float32 map.
-
-    Each patch is weighted by `blend_window`; every pixel is normalised by the weights that
-    reached it, so the result is exact whatever the spacing, and 0 where no patch was added.
-    """
-
-    def __init__(self, shape: tuple[int, int], patch: int = PATCH, overlap: int = OVERLAP) -> None:
-        self.shape, self.patch = tuple(shape), patch
-        padded = (max(shape[0], patch), max(shape[1], patch))
-        self.total = np.zeros(padded, np.float32)
-        self.weight = np.zeros(padded, np.float32)
-        self.window = blend_window(patch, overlap)
-
-    def add(self, values: np.ndarray, origins: list[tuple[int, int]]) -> None:
-        """values float32 (N, P, P), the patches at `origins` (N (row, col) corners)."""
-        p = self.patch
-        for v, (y, x) in zip(values, origins):
-            self.total[y:y + p, x:x + p] += v * self.window
-            self.weight[y:y + p, x:x + p] += self.window
-
-    def result(self) -> np.ndarray:
-        """float32 (H, W): the blended map, 0 where no patch was added."""
-        out = np.divide(self.total, self.weight, out=np.zeros_like(self.total), where=self.weight > 0)
-        return out[:self.shape[0], :self.shape[1]]
-
-
-def stitch(values: np.ndarray, origins: list[tuple[int, int]], shape: tuple[int, int],
-           patch: int = PATCH, overlap: int = OVERLAP) -> np.ndarray:
-    """float32 (N, P, P) patches at `origins` -> float32 (H, W) (see `Stitcher`)."""
-    stitcher = Stitcher(shape, patch, overlap)
-    stitcher.add(values, origins)
-    return stitcher.result()
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -202,75 +131,6 @@ def pixel_size(meta: ImageMeta, shape: tuple[int, int], default: float | None = 
     return FIELD_MM / max(shape), "image size"
 
 
-def roi_window(box: Box, shape: tuple[int, int], pixel_mm: float, min_mm: float = MIN_ROI_MM) -> Box:
-    """The seed's ROI: the square of side max(box height, box width, `min_mm`) centred on `box`
-    (y0, x0, y1, x1), moved inside the image; cut to the image where it is larger.
-
-    Returns:
-        (y0, x0, y1, x1), end-exclusive, inside `shape`.
-    """
-    y0, x0, y1, x1 = box
-    side = max(y1 - y0, x1 - x0, round(min_mm / pixel_mm))
-    out = []
-    for lo, hi, size in ((y0, y1, shape[0]), (x0, x1, shape[1])):
-        start = 0 if side >= size else int(np.clip(round((lo + hi - side) / 2), 0, size - side))
-        out.append((start, min(size, start + side)))
-    (ry0, ry1), (rx0, rx1) = out
-    return ry0, rx0, ry1, rx1
-
-
-def roi_input(image: np.ndarray, window: Box, size: int) -> np.ndarray:
-    """The classifier's input: `window` of `image`, min-max normalised (as the seed saves its
-    ROIs), resized to float32 (size, size) in [0, 1]."""
-    y0, x0, y1, x1 = window
-    crop = image[y0:y1, x0:x1].astype(np.float32)
-    lo, span = float(crop.min()), float(np.ptp(crop))
-    crop = (crop - lo) / span if span > 0 else np.zeros_like(crop)
-    shrink = crop.shape[0] > size or crop.shape[1] > size
-    out = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.clip(out, 0.0, 1.0)
-
-
-def blurred_reference(roi: np.ndarray, window: Box, pixel_mm: float,
-                      detail_mm: float = DETAIL_MM) -> np.ndarray:
-    """float32 (S, S): the ROI input without detail below `detail_mm` (Gaussian, sigma in the
-    input's pixels: `detail_mm` in image pixels times the resize factor)."""
-    side = max(window[2] - window[0], window[3] - window[1])
-    sigma = detail_mm / pixel_mm * roi.shape[0] / side
-    return cv2.GaussianBlur(roi, (0, 0), sigmaX=max(sigma, 0.5))
-
-
-def shap_to_window(values: np.ndarray, window: Box) -> np.ndarray:
-    """float32 (S, S) SHAP map of the classifier input -> float32 (h, w) of the ROI window, scaled
-    so that its sum is unchanged (values stay in logit units per ROI). Area interpolation, because
-    it keeps the mean both ways (bilinear does not when shrinking: it samples)."""
-    h, w = window[2] - window[0], window[3] - window[1]
-    resized = cv2.resize(values.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    return resized * np.float32(values.size / resized.size)
-
-
-def shap_picture(crop: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """uint8 RGB (h, w, 3): the grey ROI `crop` (float (h, w) in [0, 1]) tinted red where SHAP
-    `values` (h, w) push towards malignant, blue where away, opacity |value| / max |value|."""
-    scale = float(np.abs(values).max())
-    alpha = (np.abs(values) / scale if scale > 0 else np.zeros_like(values))[..., None]
-    colour = np.where(values[..., None] > 0, np.float32([1, 0, 0]), np.float32([0, 0, 1]))
-    grey = np.repeat(np.clip(crop, 0, 1)[..., None], 3, axis=2)
-    return np.round(255 * (grey * (1 - alpha) + colour * alpha)).astype(np.uint8)
-
-
-def paste_saliency(saliency: dict[str, np.ndarray], values: np.ndarray, window: Box) -> None:
-    """Max-paste one ROI's SHAP into full-size "malignant" (positive part) and "benign" (negative
-    part) maps, each over the ROI's largest |SHAP|, so in [0, 1]."""
-    scale = float(np.abs(values).max())
-    if scale == 0:
-        return
-    y0, x0, y1, x1 = window
-    for name, part in (("malignant", values), ("benign", -values)):
-        region = saliency[name][y0:y1, x0:x1]
-        np.maximum(region, np.clip(part / scale, 0, 1), out=region)
-
-
 # --- the pipeline ------------------------------------------------------------------------------
 
 class DeepMicaPipeline:
@@ -283,6 +143,9 @@ class DeepMicaPipeline:
             values shaped like x (`TorchNet`).
         pixel_mm: pixel side to use when the image does not state it (None: from its size).
         explain: compute the SHAP maps on every `run` (a `run` may override it).
+        work_mm: the pixel side the networks were trained at (the image is resampled to it).
+        min_confidence: clusters scoring less (`cluster_confidence`) are not reported.
+        max_clusters: at most this many clusters, highest confidence first, are reported.
         shap_background: float32 (B, S, S) reference ROIs for SHAP (None: each ROI blurred).
     """
 
@@ -291,31 +154,34 @@ class DeepMicaPipeline:
 
     def __init__(self, seg_net: Net, classifier: Net, pixel_mm: float | None = None, explain: bool = False,
                  weights_sha256: str = "", threshold: float = THRESHOLD, overlap: int = OVERLAP,
-                 shap_background: np.ndarray | None = None, shap_samples: int = SHAP_SAMPLES) -> None:
+                 work_mm: float = WORK_MM, min_confidence: float = MIN_CONFIDENCE,
+                 max_clusters: int = MAX_CLUSTERS, shap_background: np.ndarray | None = None,
+                 shap_samples: int = SHAP_SAMPLES) -> None:
         self.seg_net, self.classifier = seg_net, classifier
         self.pixel_mm, self.explain, self.weights_sha256 = pixel_mm, explain, weights_sha256
-        self.threshold, self.overlap = threshold, overlap
+        self.threshold, self.overlap, self.work_mm = threshold, overlap, work_mm
+        self.min_confidence, self.max_clusters = min_confidence, max_clusters
         self.shap_background, self.shap_samples = shap_background, shap_samples
 
     def classify(self, enhanced: np.ndarray, windows: list[Box]) -> tuple[np.ndarray, list[float]]:
         """(float32 (N, S, S) ROI inputs, P(malignant) of each) for the ROI `windows`."""
         size = int(self.classifier.input_size or 224)
-        rois = np.stack([roi_input(enhanced, w, size) for w in windows])
+        rois = np.stack([cluster_input(enhanced, w, size) for w in windows])
         return rois, [float(p) for p in sigmoid(self.classifier(rois[:, None])[:, 0])]
 
-    def shap_maps(self, rois: np.ndarray, windows: list[Box], pixel_mm: float) -> list[np.ndarray]:
-        """float32 (h, w) SHAP map of each ROI, in its window's shape (see `shap_to_window`)."""
-        maps = []
+    def shap_values(self, rois: np.ndarray, windows: list[Box], pixel_mm: float) -> list[np.ndarray]:
+        """float32 (S, S) SHAP values of each ROI input (`windows` and `pixel_mm`: working pixels)."""
+        out = []
         for k, (roi, window) in enumerate(zip(rois, windows)):
             background = self.shap_background if self.shap_background is not None else \
                 blurred_reference(roi, window, pixel_mm)[None]
             values = self.classifier.explain(roi[None, None], background[:, None], nsamples=self.shap_samples,
                                              seed=k)
-            maps.append(shap_to_window(values[0, 0], window))
-        return maps
+            out.append(values[0, 0])
+        return out
 
     def run(self, image: np.ndarray, meta: ImageMeta, explain: bool | None = None) -> Result:
-        """image float32 (H, W) in [0, 1] -> `Result` (see the module docstring).
+        """image float32 (H, W) in [0, 1] -> `Result` in the image's pixels (see the module docstring).
 
         Args:
             explain: compute the SHAP maps (None: the pipeline's `explain`).
@@ -323,46 +189,87 @@ class DeepMicaPipeline:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         pixel_mm, source = pixel_size(meta, image.shape, self.pixel_mm)
-        breast = breast_mask(image)
-        enhanced = enhance(image, pixel_mm, breast)
+        work = to_pixel_size(image, pixel_mm, self.work_mm)
+        scale = Scale(image.shape, work.shape)
+        work_mm = pixel_mm * image.shape[0] / work.shape[0]  # exact after rounding the size
+        breast = breast_mask(work)
+        enhanced = enhance(work, work_mm, breast)
         t = lap(timings, "preprocess", t)
         prob, counts = segment(self.seg_net, enhanced, overlap=self.overlap)
         prob *= breast
         calcification = prob >= self.threshold
         t = lap(timings, "segment", t)
-        found = cluster_calcifications(calcification, pixel_mm)
-        clusters = found[:MAX_CLUSTERS]
-        windows = [roi_window(c.box, image.shape, pixel_mm) for c in clusters]
+        found = [(c, s) for c, s in score_clusters(calcification, prob, work_mm) if s >= self.min_confidence]
+        kept = found[:self.max_clusters]
+        windows = [cluster_window(c.box, work.shape, work_mm) for c, _ in kept]
         t = lap(timings, "cluster", t)
-        rois, malignant = self.classify(enhanced, windows) if clusters else (np.zeros((0, 1, 1)), [])
+        rois, malignant = self.classify(enhanced, windows) if kept else (np.zeros((0, 1, 1)), [])
         t = lap(timings, "classify", t)
         top = max(malignant, default=0.0)
+        boxes = [scale.box(c.box) for c, _ in kept]
         result = Result(
-            masks={"breast": breast, "calcification": calcification}, probabilities={"calcification": prob},
-            patches=[PatchBox(*c.box, score=p, label=f"cluster {k + 1}")
-                     for k, (c, p) in enumerate(zip(clusters, malignant))],
+            masks={"breast": scale.mask(breast), "calcification": scale.mask(calcification)},
+            probabilities={"calcification": scale.map(prob)},
+            patches=[PatchBox(*b, score=p, label=f"cluster {k + 1}") for k, (b, p) in enumerate(zip(boxes, malignant))],
             scores={"malignant": top, "benign": 1.0 - top}, timings=timings, pipeline=self.name,
             weights_sha256=self.weights_sha256,
             geometry={"input_shape": tuple(image.shape), "crop_box": (0, 0, *image.shape), "flipped": False,
-                      "pixel_mm": pixel_mm, "pixel_mm_source": source, "patch": PATCH,
-                      "overlap": self.overlap, **counts, "threshold": self.threshold,
+                      "pixel_mm": pixel_mm, "pixel_mm_source": source, "work_mm": work_mm,
+                      "work_shape": tuple(work.shape), "patch": PATCH, "overlap": self.overlap, **counts,
+                      "threshold": self.threshold, "min_confidence": self.min_confidence,
                       "clusters_found": len(found),
-                      "clusters": [cluster_record(c, w, p) for c, w, p in zip(clusters, windows, malignant)]})
+                      "clusters": [cluster_record(c, s, b, scale.box(w), scale, p)
+                                   for (c, s), b, w, p in zip(kept, boxes, windows, malignant)]})
         if self.explain if explain is None else explain:
-            self.add_explanations(result, enhanced, rois, windows, pixel_mm)
+            self.add_explanations(result, enhanced, rois, windows, work_mm, scale)
             lap(timings, "explain", t)
         return result
 
-    def add_explanations(self, result: Result, enhanced: np.ndarray, rois: np.ndarray,
-                         windows: list[Box], pixel_mm: float) -> None:
-        """SHAP saliency maps, `shap_cluster<k>` pictures and each cluster's `shap_sum`."""
-        shape = enhanced.shape
+    def add_explanations(self, result: Result, enhanced: np.ndarray, rois: np.ndarray, windows: list[Box],
+                         work_mm: float, scale: Scale) -> None:
+        """SHAP saliency maps, `shap_cluster<k>` pictures and each cluster's `shap_sum`, in the
+        input image's pixels (`windows`: working pixels)."""
+        shape = result.masks["breast"].shape
         result.saliency = {"malignant": np.zeros(shape, np.float32), "benign": np.zeros(shape, np.float32)}
-        for k, (values, window) in enumerate(zip(self.shap_maps(rois, windows, pixel_mm), windows)):
-            y0, x0, y1, x1 = window
-            paste_saliency(result.saliency, values, window)
-            result.artifacts[f"shap_cluster{k + 1}"] = shap_picture(enhanced[y0:y1, x0:x1], values)
+        for k, (values, window) in enumerate(zip(self.shap_values(rois, windows, work_mm), windows)):
+            y0, x0, y1, x1 = box = scale.box(window)
+            mapped = shap_to_window(values, box)
+            paste_saliency(result.saliency, mapped, box)
+            crop = cv2.resize(enhanced[window[0]:window[2], window[1]:window[3]], (x1 - x0, y1 - y0))
+            result.artifacts[f"shap_cluster{k + 1}"] = shap_picture(crop, mapped)
             result.geometry["clusters"][k]["shap_sum"] = float(values.sum())
+
+
+class Scale:
+    """Maps working-resolution pixels back to the input image's: (h, w) -> (H, W)."""
+
+    def __init__(self, shape: tuple[int, int], work_shape: tuple[int, int]) -> None:
+        self.shape, self.work_shape = tuple(shape), tuple(work_shape)
+        self.fy, self.fx = shape[0] / work_shape[0], shape[1] / work_shape[1]
+
+    def box(self, box: Box) -> Box:
+        """(y0, x0, y1, x1) end-exclusive, working pixels -> input pixels, inside the image."""
+        y0, x0, y1, x1 = box
+        h, w = self.shape
+        return (min(h - 1, int(y0 * self.fy)), min(w - 1, int(x0 * self.fx)),
+                min(h, max(int(y0 * self.fy) + 1, math.ceil(y1 * self.fy))),
+                min(w, max(int(x0 * self.fx) + 1, math.ceil(x1 * self.fx))))
+
+    def point(self, row: float, col: float) -> tuple[float, float]:
+        """A (row, col) position (pixel centres) in input pixels."""
+        return (row + 0.5) * self.fy - 0.5, (col + 0.5) * self.fx - 0.5
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """bool (h, w) -> bool (H, W), nearest neighbour."""
+        if self.shape == self.work_shape:
+            return mask
+        return cv2.resize(mask.astype(np.uint8), self.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    def map(self, values: np.ndarray) -> np.ndarray:
+        """float32 (h, w) -> float32 (H, W), bilinear."""
+        if self.shape == self.work_shape:
+            return values
+        return cv2.resize(values, self.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def lap(timings: dict[str, float], step: str, since: float) -> float:
@@ -372,10 +279,12 @@ def lap(timings: dict[str, float], step: str, since: float) -> float:
     return now
 
 
-def cluster_record(cluster: Cluster, window: Box, malignant: float) -> dict[str, Any]:
-    """One cluster for `geometry["clusters"]` (JSON-ready: lists and numbers)."""
-    return {"box": list(cluster.box), "roi": list(window), "count": cluster.count,
-            "centroid": [round(v, 1) for v in cluster.centroid], "malignant": malignant}
+def cluster_record(cluster: Cluster, confidence: float, box: Box, window: Box, scale: Scale,
+                   malignant: float) -> dict[str, Any]:
+    """One cluster for `geometry["clusters"]` (JSON-ready), box, ROI window and centroid in input pixels."""
+    return {"box": list(box), "roi": list(window), "count": cluster.count,
+            "centroid": [round(v, 1) for v in scale.point(*cluster.centroid)],
+            "confidence": round(confidence, 4), "malignant": malignant}
 
 
 def build(variant: str = "plain") -> DeepMicaPipeline:
@@ -395,7 +304,10 @@ def build(variant: str = "plain") -> DeepMicaPipeline:
     except KeyError as err:
         raise WeightsNotFoundError(f"{err.args[0]} (deepmica has no trained weights yet)") from err
     from mammo.models.torch_deepmica import TorchNet, load_patch_unet, load_roi_classifier
+    from mammo.models.torch_weights import safetensors_metadata
 
+    # The segmenter works at the pixel size it was trained at (training.deepmica stores it).
+    work_mm = float(safetensors_metadata(seg_entry).get("work_mm", WORK_MM))
     return DeepMicaPipeline(TorchNet(load_patch_unet(seg_entry)), TorchNet(load_roi_classifier(cls_entry)),
-                            explain=variant == "explain",
+                            explain=variant == "explain", work_mm=work_mm,
                             weights_sha256="+".join(e.sha256[:16] for e in (seg_entry, cls_entry)))

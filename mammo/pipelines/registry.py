@@ -74,9 +74,9 @@ PIPELINES: dict[str, PipelineSpec] = {
     ),
     "deepmica": PipelineSpec(
         "mammo.pipelines.deepmica:build",
-        "Microcalcification mask (UNet on overlapping 256x256 breast patches, blended), clusters "
-        "(>= 3 within 5 mm), benign/malignant per cluster (ROI classifier); image malignant score "
-        "= the highest cluster's.",
+        "Microcalcification mask (UNet on overlapping 256x256 breast patches at 0.2 mm per pixel, "
+        "blended), clusters (>= 3 within 5 mm), benign/malignant per cluster (ROI classifier); image "
+        "malignant score = the highest cluster's.",
         "torch",
         ("plain", "explain"),
         (("plain", "no SHAP maps (default)"),
