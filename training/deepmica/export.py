@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mammo.models.frameworks import import_torch
 from mammo.weights import REPO_ROOT, parse_entry, sha256_file
 from training.config import TrainConfig
 
@@ -29,7 +30,7 @@ def pipeline_from(source: str, config: TrainConfig) -> Any:
         from mammo.pipelines import get_pipeline
 
         return get_pipeline("deepmica")
-    import torch
+    torch = import_torch()  # the frameworks guard: torch before tensorflow
 
     from mammo.models.torch_deepmica import TorchNet, build_patch_unet, build_roi_classifier
     from mammo.pipelines.deepmica import DeepMicaPipeline
@@ -50,7 +51,7 @@ def _metric(summary: dict[str, Any], key: str, out: dict[str, float]) -> None:
 def export_classifier(config: TrainConfig, run_dir: Path = ROI_RUN, name: str = "deepmica-classifier",
                       hub_repo: str = "mammo-project/mammo-weights") -> dict[str, Any]:
     """Write the classifier's safetensors and manifest entry; returns the entry."""
-    import torch
+    torch = import_torch()  # the frameworks guard: torch before tensorflow
     from safetensors.torch import save_file
 
     from mammo.models.pretrained import source

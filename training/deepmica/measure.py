@@ -5,7 +5,7 @@ film of the split. For the learned pipeline (`deepmica`, run as shipped but repo
 cluster) and for the classical detector alone (`detect_microcalcifications` on the same enhanced
 film, clusters scored by member count):
 
-- FROC sensitivity at 0.25, 0.5, 1 and 2 false clusters per film (hits: `evaluate.cluster_hits`),
+- FROC sensitivity at 0.25, 0.5, 1 and 2 false clusters per film (hits: `evaluate.hits_of`),
   with a 95% patient-bootstrap CI at 1 per film;
 - false clusters per CALC film and per NORM film at that operating point;
 - at the pipeline's `min_confidence` (the shipped operating point): sensitivity and false
@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from mammo.io.meta import ImageMeta
 from mammo.metrics import ImageDetections, froc_curve, froc_sensitivities, with_ci
+from mammo.preprocess.microcalc import detect_microcalcifications, score_clusters
 from training.config import TrainConfig
 from training.deepmica.data import MIAS_MM, Film, load_films
-from mammo.preprocess.microcalc import detect_microcalcifications, score_clusters
 from training.deepmica.evaluate import hits_of
 
 RATES = (0.25, 0.5, 1.0, 2.0)
@@ -50,6 +50,7 @@ def reachable(film: Film) -> list[tuple[float, float, float]]:
 
 
 def as_detections(found: tuple[list, list[float]], circles: list[tuple[float, float, float]]) -> ImageDetections:
+    """(centroids, scores) of one film's clusters -> `ImageDetections` against `circles`."""
     centroids, scores = found
     return ImageDetections(np.asarray(scores, float), hits_of(centroids, circles, MIAS_MM), len(circles))
 

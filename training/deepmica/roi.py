@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mammo.metrics import roc_auc, with_ci
+from mammo.models.frameworks import import_torch
 from mammo.pipelines.deepmica_roi import cluster_input, cluster_window
 from mammo.preprocess.microcalc import circles_mask, label_calcifications
 from training.config import TrainConfig
@@ -71,7 +72,7 @@ def roi_tensor(record: dict[str, Any], pixel_mm: float, rng: np.random.Generator
 def train_head(records: list[dict[str, Any]], config: TrainConfig, epochs: int = 30, augment: int = 8,
                seed: int = 0):
     """The classifier with the packaged ImageNet backbone frozen and its head trained on `records`."""
-    import torch
+    torch = import_torch()  # the frameworks guard: torch before tensorflow
 
     from mammo.models.torch_deepmica import build_roi_classifier
 
@@ -100,7 +101,7 @@ def train_head(records: list[dict[str, Any]], config: TrainConfig, epochs: int =
 
 def predict(model, records: list[dict[str, Any]], pixel_mm: float) -> np.ndarray:
     """P(malignant) of each record's un-jittered ROI."""
-    import torch
+    torch = import_torch()  # the frameworks guard: torch before tensorflow
 
     if not records:
         return np.zeros(0)
@@ -133,7 +134,7 @@ def cross_validate(records: list[dict[str, Any]], config: TrainConfig, folds: in
 
 def run(config: TrainConfig, out: Path, epochs: int = 30, folds: int = 4) -> dict[str, Any]:
     """Train on the training split, score val and test, cross-validate over train + val; write `out`."""
-    import torch
+    torch = import_torch()  # the frameworks guard: torch before tensorflow
 
     out.mkdir(parents=True, exist_ok=True)
     parts = {s: roi_records([f for f in load_films(config, s, normal_limit=0) if f.circles])
