@@ -28,9 +28,15 @@ def hits_of(centroids: Sequence[Sequence[float]], circles: Sequence[tuple[float,
             for cy, cx in centroids]
 
 
+def as_detections(found: tuple[Sequence[Sequence[float]], Sequence[float]],
+                  circles: Sequence[tuple[float, float, float]], pixel_mm: float) -> ImageDetections:
+    """(centroids (row, col), scores) of one film's clusters -> `ImageDetections` against `circles`."""
+    centroids, scores = found
+    return ImageDetections(np.asarray(scores, float), hits_of(centroids, circles, pixel_mm), len(circles))
+
+
 def detections(mask: np.ndarray, prob: np.ndarray | None, circles: Sequence[tuple[float, float, float]],
                pixel_mm: float) -> ImageDetections:
     """One film's clusters (`score_clusters`) as `ImageDetections` against its circles."""
     scored = score_clusters(mask, prob, pixel_mm)
-    return ImageDetections(np.array([s for _, s in scored], float),
-                           hits_of([c.centroid for c, _ in scored], circles, pixel_mm), len(circles))
+    return as_detections(([c.centroid for c, _ in scored], [s for _, s in scored]), circles, pixel_mm)

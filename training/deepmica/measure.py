@@ -24,7 +24,7 @@ from mammo.metrics import ImageDetections, froc_curve, froc_sensitivities, with_
 from mammo.preprocess.microcalc import detect_microcalcifications, score_clusters
 from training.config import TrainConfig
 from training.deepmica.data import MIAS_MM, Film, load_films
-from training.deepmica.evaluate import hits_of
+from training.deepmica.evaluate import as_detections
 
 RATES = (0.25, 0.5, 1.0, 2.0)
 MIAS_META = ImageMeta(pixel_spacing_mm=(MIAS_MM, MIAS_MM), sources={"pixel_spacing_mm": "MIAS (200 µm)"})
@@ -47,12 +47,6 @@ def reachable(film: Film) -> list[tuple[float, float, float]]:
     the air beside the skin line (runs/deepmica-seg/pseudo/), where no detector can find anything."""
     h, w = film.breast.shape
     return [c for c in film.circles if film.breast[min(h - 1, max(0, round(c[0]))), min(w - 1, max(0, round(c[1])))]]
-
-
-def as_detections(found: tuple[list, list[float]], circles: list[tuple[float, float, float]]) -> ImageDetections:
-    """(centroids, scores) of one film's clusters -> `ImageDetections` against `circles`."""
-    centroids, scores = found
-    return ImageDetections(np.asarray(scores, float), hits_of(centroids, circles, MIAS_MM), len(circles))
 
 
 def threshold_at(detections: list[ImageDetections], rate: float = 1.0) -> float:
@@ -117,6 +111,6 @@ def measure(pipe: Any, config: TrainConfig, split: str, threshold: float | None 
                            "circles_in_breast": sum(len(reachable(f)) for f in films)}
     for name, per_film in found.items():
         for circles, key in ((lambda f: f.circles, name), (reachable, f"{name}_in_breast")):
-            dets = [as_detections(fc, circles(f)) for fc, f in zip(per_film, films)]
+            dets = [as_detections(fc, circles(f), MIAS_MM) for fc, f in zip(per_film, films)]
             out[key] = summary(dets, films, min_confidence if name == "learned" else None)
     return out
