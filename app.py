@@ -7,8 +7,9 @@ UI only; the logic is in `mammo.demo`. The page is up before torch is imported; 
 thread builds the available pipelines (env MAMMO_WARMUP: "0" for none, "a,b" for those only) and
 the pipelines table shows each one's state. A pipeline not warmed up is built on first use; either
 way it is built once and kept for the process. API (gradio_client), see README "Demo app":
-`/predict` (file, pipeline_name), `/compare` (file, pipeline_names) and the batch-evaluation
-endpoints `/eval_*` of `eval.server`.
+`/predict` (file, pipeline_name), `/compare` (file, pipeline_names), `/segment_box` (file, boxes:
+"x0,y0,x1,y1" lines in image pixels), `/refine_lesions` (file, pipeline_name) and the
+batch-evaluation endpoints `/eval_*` of `eval.server`.
 
 Concurrency: predictions run one at a time per process (`concurrency_id="models"`, limit 1: the
 models use every core, two at once would only be slower); other users wait in the queue (at most
@@ -31,6 +32,7 @@ import pandas as pd
 from eval.jobs import DEFAULT_JOBS_DIR, EvalService
 from eval.server import CACHE_CLEANUP, add_api, launch_options
 from mammo import demo as logic
+from mammo.demo import boxes
 from mammo.examples import example_cases
 
 QUEUE_SIZE = 32
@@ -98,6 +100,52 @@ def compare(file: str | None, pipeline_names: list[str]) -> tuple[Any, ...]:
             for picture, caption in logic.map_views(pred)]
     table = pd.DataFrame(logic.comparison_rows(preds, failed), columns=logic.COMPARE_COLUMNS)
     return overlays, maps, table, [str(path) for path in files]
+
+
+def _box_outputs(pred: Any, automatic: Any = None) -> tuple[Any, ...]:
+    files = logic.write_downloads(pred, logic.request_dir())
+    table = pd.DataFrame(boxes.table_rows(pred.result), columns=boxes.TABLE_COLUMNS)
+    auto_mask = None if automatic is None else automatic.result.masks.get("lesion")
+    return (boxes.outline_view(pred, auto_mask), table, logic.details(pred), [str(path) for path in files],
+            boxes.box_summary(pred))
+
+
+def segment_box(file: str | None, boxes_text: str | None) -> tuple[Any, ...]:
+    """/segment_box: (outlines picture, table, details, downloads, summary) for the boxes given as
+    "x0,y0,x1,y1" lines (or JSON [[x0, y0, x1, y1], ...]) in the image's own pixels."""
+    try:
+        pred = boxes.segment_boxes(file, "" if boxes_text is None else boxes_text)
+        return _box_outputs(pred)
+    except logic.USER_ERRORS as err:
+        raise _user_error("segment_box", err) from None
+
+
+def refine_lesions(file: str | None, pipeline_name: str) -> tuple[Any, ...]:
+    """/refine_lesions: the automatic pipeline's lesions (yellow) outlined again from their boxes (cyan)."""
+    try:
+        auto, refined = boxes.refine_lesions(file, "" if pipeline_name is None else pipeline_name)
+        return _box_outputs(refined, auto)
+    except logic.USER_ERRORS as err:
+        raise _user_error("refine_lesions", err) from None
+
+
+def load_canvas(file: str | None) -> tuple[Any, float]:
+    """The drawing canvas for a new upload (nothing when the file cannot be read: the Run button
+    says why)."""
+    if not file:
+        return None, 1.0
+    try:
+        picture = boxes.canvas(file)
+    except logic.USER_ERRORS:
+        return None, 1.0
+    return {"background": picture.picture, "layers": [], "composite": picture.picture}, picture.scale
+
+
+def drawn_boxes(editor: dict[str, Any] | None, scale: float | None) -> str:
+    """The boxes drawn on the canvas, as text in the image's pixels."""
+    if not editor:
+        return ""
+    return boxes.strokes_to_boxes(editor.get("layers"), scale or 1.0)
 
 
 # Layout changes run as private follow-up events, so API clients get plain values, not updates.
@@ -171,7 +219,42 @@ def _single_tab(file: gr.File, items: list[tuple[str, str]], default: str) -> gr
     run.click(predict, [file, pipeline], [overlay, patches, maps, scores, info, files, summary],
               api_name="predict", concurrency_limit=1, concurrency_id="models",
               ).success(_show_if_set, info, [patches, scores], api_visibility="private", queue=False)
+    _box_section(file, pipeline)
     return pipeline
+
+
+def _box_section(file: gr.File, pipeline: gr.Dropdown) -> None:
+    """Draw boxes, get outlines (box-lesion); or refine the chosen pipeline's lesions."""
+    gr.Markdown("### Outline a region: draw a box\nDraw a rectangle (or scribble) around each region on "
+                "the picture below; each separate mark becomes one box, listed in *Boxes* in the image's "
+                "own pixels (edit or type them there too). **Outline boxes** returns each region's outline "
+                "(LiteMedSAM), its area and largest diameter (mm when the file states its pixel spacing) "
+                "and P(malignant) from the tiryaki-mass ROI classifier. **Refine lesions** sends the "
+                "chosen pipeline's lesion components as boxes and shows both outlines.")
+    scale = gr.State(1.0)
+    with gr.Row():
+        editor = gr.ImageEditor(label="Draw boxes", type="numpy", image_mode="RGBA", sources=(),
+                                transforms=(), layers=False, height=IMAGE_HEIGHT, elem_id="box-canvas",
+                                brush=gr.Brush(colors=["#ff3030"], default_size=4, color_mode="fixed"))
+        outlines = gr.Image(label="Outlines", type="numpy", format="png", interactive=False,
+                            height=IMAGE_HEIGHT, elem_id="box-outlines")
+    with gr.Row():
+        box_text = gr.Textbox(label="Boxes (x0,y0,x1,y1 per line, image pixels)", lines=3, scale=3,
+                              elem_id="boxes")
+        with gr.Column(scale=1):
+            outline = gr.Button("Outline boxes", variant="primary", elem_id="segment-box")
+            refine = gr.Button("Refine lesions of the chosen pipeline", elem_id="refine")
+    box_summary = gr.Markdown(elem_id="box-summary")
+    table = gr.Dataframe(headers=boxes.TABLE_COLUMNS, label="Regions", interactive=False, elem_id="box-table")
+    box_info = gr.JSON(label="Details", visible=False)
+    box_files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="box-downloads")
+    outputs = [outlines, table, box_info, box_files, box_summary]
+    file.change(load_canvas, file, [editor, scale], api_visibility="private", queue=False)
+    editor.change(drawn_boxes, [editor, scale], box_text, api_visibility="private", queue=False)
+    outline.click(segment_box, [file, box_text], outputs, api_name="segment_box", concurrency_limit=1,
+                  concurrency_id="models")
+    refine.click(refine_lesions, [file, pipeline], outputs, api_name="refine_lesions", concurrency_limit=1,
+                 concurrency_id="models")
 
 
 def _gallery(label: str, elem_id: str, columns: int) -> gr.Gallery:

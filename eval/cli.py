@@ -1,6 +1,7 @@
 """`python -m eval`: evaluate a pipeline on a dataset, re-score saved predictions, or serve evaluations.
 
     python -m eval --pipeline NAME --dataset KIND:PATH --out DIR [--split S] [--limit N] [--workers N] [--resume]
+    python -m eval --pipeline box-lesion --dataset KIND:PATH --out DIR --prompt-from-reference [--box-jitter F]
     python -m eval score --predictions DIR/predictions.csv --dataset KIND:PATH [--split S]
     python -m eval serve --datasets-root DIR [--port 7861]
 """
@@ -10,8 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from mammo.errors import MammoInputError
+
+if TYPE_CHECKING:
+    from eval.runner import PromptSpec
 
 KINDS_HELP = ("KIND:PATH; KIND is tissue-ddsm, mias, mias-roi, mias-outlined, cdd-cesm, glam-exam, "
               "cbis-ddsm (TCIA description CSVs + DICOM tree), mass-seg-08 (Tiryaki's split folders), "
@@ -38,8 +43,28 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes, each with its own model (default 1: in this process)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    prompt = parser.add_argument_group("box prompts (prompted pipelines: box-lesion)")
+    prompt.add_argument("--prompt-from-reference", action="store_true",
+                        help="give the pipeline the tight box of each component of the reference mask")
+    prompt.add_argument("--prompt-class", default="lesion", help="reference class the boxes come from (default lesion)")
+    prompt.add_argument("--box-jitter", type=float, default=0.0, metavar="F",
+                        help="move each box edge by a uniform amount in [-F, +F] x the box's side (default 0: tight)")
+    prompt.add_argument("--prompt-min-pixels", type=int, default=16, metavar="N",
+                        help="no box for reference components under N pixels (default 16: mask specks)")
+    prompt.add_argument("--prompt-seed", type=int, default=0, help="seed of the jitter (default 0)")
     _common(parser)
     return parser
+
+
+def prompt_spec(args: argparse.Namespace) -> PromptSpec | None:
+    """The `--prompt-*` options, or None without `--prompt-from-reference`."""
+    if not args.prompt_from_reference:
+        return None
+    from eval.runner import PromptSpec
+
+    if not 0 <= args.box_jitter < 0.5:
+        raise MammoInputError(f"--box-jitter must be in [0, 0.5), got {args.box_jitter}")
+    return PromptSpec(args.prompt_class, args.box_jitter, args.prompt_min_pixels, args.prompt_seed)
 
 
 def score_parser() -> argparse.ArgumentParser:
@@ -79,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             args = run_parser().parse_args(argv)
             metrics = evaluate(args.pipeline, args.dataset, args.out, split=args.split, limit=args.limit,
                                workers=args.workers, resume=args.resume, n_resamples=args.resamples,
-                               report=not args.no_report, quiet=args.quiet)
+                               report=not args.no_report, quiet=args.quiet, prompt=prompt_spec(args))
     except MammoInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,11 +21,15 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from eval.dataset import open_dataset
 from eval.report_data import build_report
@@ -35,22 +39,44 @@ from mammo.datasets import DatasetLoader
 from mammo.errors import MammoInputError
 from mammo.export import map_to_u8, write_png
 from mammo.metrics import mask_score
-from mammo.pipelines.registry import check_name, get_pipeline
+from mammo.pipelines.base import Result, run_with
+from mammo.pipelines.registry import PIPELINES, check_name, get_pipeline
+from mammo.preprocess.prompt import Box, format_box, jitter_box, mask_boxes
 
 ProgressCallback = Callable[[int, int], None]
 #: Classes whose probability maps are kept for lesion-level detection (FROC).
 DETECTION_CLASSES = ("lesion", "calcification")
-RUN_KEYS = ("pipeline", "dataset", "split", "limit")
+RUN_KEYS = ("pipeline", "dataset", "split", "limit", "prompt")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Box prompts taken from the reference masks (`--prompt-from-reference`): the tight box of
+    each 8-connected component of the reference `cls` mask with at least `min_pixels` pixels,
+    each edge then moved by a uniform amount in [-jitter, +jitter] x the box's width or height
+    (seeded per image from `seed` and the image id, so a rerun draws the same boxes)."""
+
+    cls: str = "lesion"
+    jitter: float = 0.0
+    min_pixels: int = 16
+    seed: int = 0
+
+    def boxes(self, image_id: str, truth: np.ndarray) -> list[Box]:
+        """The prompts for one image's reference mask bool (H, W); [] when it is empty."""
+        rng = np.random.default_rng([self.seed, zlib.crc32(image_id.encode())])
+        return [jitter_box(box, self.jitter, rng, truth.shape) if self.jitter else box
+                for box in mask_boxes(truth, self.min_pixels)]
 
 
 class ImageEvaluator:
     """Runs the pipeline on one image of the dataset and writes its files; one per process."""
 
     def __init__(self, pipeline: str, dataset: str, split: str | None, limit: int | None,
-                 out_dir: Path) -> None:
+                 out_dir: Path, prompt: PromptSpec | None = None) -> None:
         self.dataset = open_dataset(dataset, split, limit)
         self.pipeline = get_pipeline(pipeline)
         self.out_dir = out_dir
+        self.prompt = prompt
         self.pool = ThreadPoolExecutor(max_workers=2)  # PNG encoding releases the GIL
 
     def __call__(self, index: int) -> Row:
@@ -70,7 +96,11 @@ class ImageEvaluator:
 
     def _evaluate(self, index: int) -> Row:
         sample = self.dataset[index]
-        result = self.pipeline.run(sample.image, sample.meta)
+        prompts: list[Box] = []
+        if self.prompt is None:
+            result = self.pipeline.run(sample.image, sample.meta)
+        else:
+            result, prompts = self._run_prompted(sample)
         result.check_shapes(sample.image.shape)
         row: Row = {"patient_id": sample.patient_id, "laterality": sample.meta.laterality or "",
                     "view": sample.meta.view or "",
@@ -79,11 +109,27 @@ class ImageEvaluator:
                     "benign_pred": format_value(_score(result.scores, "benign")),
                     "malignant_pred": format_value(_score(result.scores, "malignant")),
                     "qc": ";".join(sample.meta.qc)}
+        if self.prompt is not None:
+            row["prompt_boxes"] = ";".join(format_box(box) for box in prompts)
         for name, truth in sample.masks.items():
             if name in result.masks:
                 row.update(score_cells(name, mask_score(result.masks[name], truth)))
         self._write_maps(sample.image_id, result, set(sample.masks))
         return row
+
+    def _run_prompted(self, sample: Any) -> tuple[Result, list[Box]]:
+        """Run with boxes from the reference mask; an image without a reference region gets no
+        box, so nothing is outlined (an empty mask: what a reader who drew nothing gets)."""
+        assert self.prompt is not None
+        truth = sample.masks.get(self.prompt.cls)
+        if truth is None:
+            raise MammoInputError(f"{sample.image_id}: no reference {self.prompt.cls!r} mask to take boxes from")
+        boxes = self.prompt.boxes(sample.image_id, truth)
+        if not boxes:
+            empty = np.zeros(truth.shape, bool)
+            return Result(masks={self.prompt.cls: empty}, pipeline=self.pipeline.name,
+                          weights_sha256=self.pipeline.weights_sha256), []
+        return run_with(self.pipeline, sample.image, sample.meta, boxes=boxes), boxes
 
     def _write_maps(self, image_id: str, result: Any, truth_classes: set[str]) -> None:
         stem = safe_name(image_id)
@@ -104,7 +150,7 @@ def _score(scores: dict[str, float], name: str) -> float | None:
 _WORKER: ImageEvaluator | None = None
 
 
-def _init_worker(args: tuple[str, str, str | None, int | None, Path], threads: int) -> None:
+def _init_worker(args: tuple[str, str, str | None, int | None, Path, PromptSpec | None], threads: int) -> None:
     """Process start: cap the math libraries' threads (read when torch/TF load), build the pipeline once."""
     global _WORKER
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -138,7 +184,7 @@ def check_resume(out_dir: Path, run: dict[str, Any], resume: bool) -> list[Row]:
 def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | None = None,
              limit: int | None = None, workers: int = 1, resume: bool = False,
              progress: ProgressCallback | None = None, quiet: bool = False,
-             n_resamples: int = 1000, report: bool = True) -> dict[str, Any]:
+             n_resamples: int = 1000, report: bool = True, prompt: PromptSpec | None = None) -> dict[str, Any]:
     """Evaluate `pipeline` on `dataset` ("KIND:PATH") into `out_dir`; returns the metrics.json dict.
 
     Args:
@@ -149,6 +195,7 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
         progress: called as progress(done, total) after every image (resumed rows count as done).
         n_resamples: bootstrap resamples for the confidence intervals.
         report: also write report.html.
+        prompt: give a prompted pipeline (box-lesion) boxes taken from the reference masks.
 
     Raises:
         MammoInputError: bad dataset spec or split, unknown pipeline, or a resume that does not match.
@@ -158,16 +205,30 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
     except KeyError as err:
         raise MammoInputError(err.args[0]) from err
     out = Path(out_dir)
-    run = {"pipeline": pipeline, "dataset": dataset, "split": split, "limit": limit}
+    run = {"pipeline": pipeline, "dataset": dataset, "split": split, "limit": limit,
+           "prompt": None if prompt is None else asdict(prompt)}
+    check_prompt(pipeline, prompt)
     loader = open_dataset(dataset, split, limit)  # fail on a bad dataset before any model loads
     out.mkdir(parents=True, exist_ok=True)
     done_rows = check_resume(out, run, resume)
     write_json(out / "run.json", run)
     for sub in ("masks", "probabilities"):
         (out / sub).mkdir(exist_ok=True)
-    rows = _run_images(loader, done_rows, (pipeline, dataset, split, limit, out), workers, progress, quiet)
+    rows = _run_images(loader, done_rows, (pipeline, dataset, split, limit, out, prompt), workers, progress,
+                       quiet)
     return rescore(out / "predictions.csv", dataset, split=split, limit=limit, rows=rows,
                    n_resamples=n_resamples, report=report, quiet=quiet)
+
+
+def check_prompt(pipeline: str, prompt: PromptSpec | None) -> None:
+    """MammoInputError when a prompted pipeline gets no prompts, or an automatic one gets some."""
+    prompted = PIPELINES[check_name(pipeline)[0]].prompted
+    if prompted and prompt is None:
+        raise MammoInputError(f"{pipeline} outlines regions inside given boxes: evaluate it with "
+                              "--prompt-from-reference (boxes from the reference masks)")
+    if prompt is not None and not prompted:
+        raise MammoInputError(f"--prompt-from-reference is for prompted pipelines (box-lesion); {pipeline} "
+                              "finds its own regions")
 
 
 def rescore(predictions: str | Path, dataset: str | None, *, split: str | None = None,
@@ -190,7 +251,7 @@ def _run_images(loader: DatasetLoader, done_rows: list[Row], args: tuple, worker
     order = {image_id: i for i, image_id in enumerate(loader.ids)}
     by_index = {order[row["image_index"]]: row for row in done_rows if row["image_index"] in order}
     todo = [i for i in range(len(loader)) if i not in by_index]
-    table = args[-1] / "predictions.csv"
+    table = args[4] / "predictions.csv"
     bar = tqdm(total=len(loader), initial=len(by_index), unit="img", disable=quiet, desc=args[0])
 
     def record(index: int, row: Row) -> None:

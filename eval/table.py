@@ -6,7 +6,8 @@ laterality, view, pipeline, weights_sha256`, then `dice_<class>, iou_<class>` fo
 some image has a reference mask for (standard class order; per image, so 1 when reference and
 prediction are both empty), then `ref_area_<class>, pred_area_<class>` (the reference's and the
 prediction's pixels as a fraction of the image's: 0 = empty; absent in files of older versions),
-then `seconds` and `error` (empty unless the image failed).
+then `prompt_boxes` in runs with box prompts (the boxes given, "x0,y0,x1,y1;..."), then `seconds`
+and `error` (empty unless the image failed).
 
 This module sits at the bottom of `eval`: it imports no other `eval` module.
 """
@@ -30,6 +31,7 @@ from mammo.pipelines.base import STANDARD_CLASSES
 GLAM_COLUMNS = ("image_index", "benign_pred", "malignant_pred", "benign_label", "malignant_label")
 ID_COLUMNS = ("patient_id", "laterality", "view", "pipeline", "weights_sha256")
 TAIL_COLUMNS = ("seconds", "qc", "error")  # qc: the reader's QC flags, ";"-joined
+PROMPT_COLUMNS = ("prompt_boxes",)  # box prompts given (`--prompt-from-reference`): "x0,y0,x1,y1;..."
 AREA_COLUMNS = ("ref_area", "pred_area")
 Row = dict[str, str]
 
@@ -53,7 +55,8 @@ def columns(rows: list[Row]) -> list[str]:
     classes = metric_classes(rows)
     seg = [f"{m}_{c}" for c in classes for m in ("dice", "iou")]
     areas = [f"{m}_{c}" for c in classes for m in AREA_COLUMNS if any(r.get(f"{m}_{c}") for r in rows)]
-    return [*GLAM_COLUMNS, *ID_COLUMNS, *seg, *areas, *TAIL_COLUMNS]
+    prompts = [c for c in PROMPT_COLUMNS if any(c in r for r in rows)]
+    return [*GLAM_COLUMNS, *ID_COLUMNS, *seg, *areas, *prompts, *TAIL_COLUMNS]
 
 
 def score_cells(name: str, score: MaskScore) -> Row:

@@ -28,7 +28,8 @@ NUMPY_TORCH = ("numpy", "torch")
 
 
 def default_pipelines() -> list[str]:
-    """Registered pipelines that need neither tensorflow nor keras (cesm-unet only on request)."""
+    """Registered pipelines that need neither tensorflow nor keras (cesm-unet only on request);
+    prompted ones (box-lesion) are timed with their own boxes (`time_prompts`)."""
     from mammo.pipelines.registry import describe_pipelines
 
     return [name for name, spec in describe_pipelines().items() if spec.framework in NUMPY_TORCH]
@@ -48,12 +49,61 @@ def time_pipeline(name: str, paths: list[Path], probabilities: bool = False,
     Returns:
         {"load_seconds": float, "stages": {stage: [seconds per file]}} (see `time_built`).
     """
-    from mammo.pipelines.registry import get_pipeline
+    from mammo.pipelines.registry import PIPELINES, check_name, get_pipeline
 
     start = time.perf_counter()
     pipeline = get_pipeline(name)
     load = time.perf_counter() - start
+    if PIPELINES[check_name(name)[0]].prompted:
+        return {"load_seconds": round(load, 3), "stages": time_prompts(pipeline, paths, threads)}
     return {"load_seconds": round(load, 3), "stages": time_built(pipeline, paths, probabilities, threads)}
+
+
+#: Boxes per image after the first: the same lesion redrawn a few pixels off (offsets in pixels).
+REDRAWN = ((4, -3, 2, 5), (-6, 2, -3, -2), (2, 6, 7, 1))
+
+
+def time_prompts(pipeline: Any, paths: list[Path], threads: int | None = None, side_mm: float = 15.0
+                 ) -> dict[str, list[float]]:
+    """A prompted pipeline as a reader uses it: per image, a first box (`side_mm` square at the
+    breast's centre of mass: the embedding is computed) and then the same box redrawn
+    `len(REDRAWN)` times a few pixels off (the embedding is cached: the decoder only).
+
+    Returns:
+        {"first_box": [seconds per image], "cached_box": [seconds per redrawn box], "read": [...],
+        and the pipeline's own steps of the first box}.
+    """
+    from mammo.cli import configure_threads
+    from mammo.io import read_image
+    from mammo.preprocess.breast import breast_mask
+
+    configure_threads(threads)
+    stages: dict[str, list[float]] = {}
+
+    def box_for(image: np.ndarray, meta: Any) -> tuple[float, float, float, float]:
+        ys, xs = np.nonzero(breast_mask(image))
+        half = side_mm / 2 / (meta.pixel_spacing_mm[1] if meta.pixel_spacing_mm else 0.1)
+        cy, cx = float(ys.mean()), float(xs.mean())
+        return (cx - half, cy - half, cx + half, cy + half)
+
+    warm_image, warm_meta = read_image(paths[0])
+    pipeline.run(warm_image[::-1].copy(), warm_meta, boxes=[box_for(warm_image, warm_meta)])  # not cached later
+    for path in paths:
+        start = time.perf_counter()
+        image, meta = read_image(path)
+        stages.setdefault("read", []).append(time.perf_counter() - start)
+        box = box_for(image, meta)
+        start = time.perf_counter()
+        result = pipeline.run(image, meta, boxes=[box])
+        stages.setdefault("first_box", []).append(time.perf_counter() - start)
+        for step, seconds in result.timings.items():
+            stages.setdefault(f"first:{step}", []).append(seconds)
+        for offset in REDRAWN:
+            moved = tuple(v + d for v, d in zip(box, offset))
+            start = time.perf_counter()
+            pipeline.run(image, meta, boxes=[moved])
+            stages.setdefault("cached_box", []).append(time.perf_counter() - start)
+    return stages
 
 
 def time_built(pipeline: Any, paths: list[Path], probabilities: bool = False,

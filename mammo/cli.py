@@ -1,5 +1,7 @@
 """The `mammo` command: `mammo pipelines`, `mammo weights [--fetch] [--quick]`,
-`mammo predict --pipeline NAME [--out DIR] [--threads N] [--allow-modality] FILE...`.
+`mammo predict --pipeline NAME [--out DIR] [--threads N] [--allow-modality] FILE...`,
+`mammo predict --pipeline box-lesion --box x0,y0,x1,y1 [--box ...] FILE...` (box prompts, in the
+input's pixels; the same boxes for every file).
 
 A user's mistake (a file that cannot be read, an unknown pipeline, missing or corrupt weights,
 an output folder that cannot be written) is one line on stderr, `mammo: error: <message>`, never
@@ -14,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mammo import weights
 from mammo.errors import MammoInputError, ModalityNotAllowedError
@@ -21,6 +24,9 @@ from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Pipeline, run_with
 from mammo.pipelines.registry import check_name, get_pipeline
 from mammo.weights import ManifestError, WeightsEntry, WeightsIntegrityError, WeightsNotFoundError
+
+if TYPE_CHECKING:  # the CLI starts without cv2; the prompt module is imported when boxes are given
+    from mammo.preprocess.prompt import Box
 
 THREADS_ENV = "MAMMO_THREADS"
 #: Failures that are the user's to fix: one line on stderr and exit status 1, no traceback.
@@ -98,7 +104,8 @@ def configure_threads(threads: int | None) -> None:
 
 
 def predict_one(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bool = False,
-                workers: int | None = None, allow_modality: bool = False) -> dict[str, float]:
+                workers: int | None = None, allow_modality: bool = False,
+                boxes: list[Box] | None = None) -> dict[str, float]:
     """Read `path`, run `pipeline`, write its outputs into `out_dir`: what `mammo predict` does
     per file (see `predict_and_write`, which also returns the image's `ImageMeta`).
 
@@ -106,12 +113,12 @@ def predict_one(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bo
         step -> seconds: "read", the pipeline's own steps, "run" (all of `run`), "write" (all of
         `write_result`) and "total".
     """
-    return predict_and_write(pipeline, path, out_dir, probabilities, workers, allow_modality)[0]
+    return predict_and_write(pipeline, path, out_dir, probabilities, workers, allow_modality, boxes)[0]
 
 
 def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bool = False,
-                      workers: int | None = None,
-                      allow_modality: bool = False) -> tuple[dict[str, float], ImageMeta]:
+                      workers: int | None = None, allow_modality: bool = False,
+                      boxes: list[Box] | None = None) -> tuple[dict[str, float], ImageMeta]:
     """Read `path`, run `pipeline`, write its outputs into `out_dir`. The outputs are written
     into a hidden folder beside `out_dir` and moved into place when all are written
     (`mammo.export.staged_dir`), so an input that fails leaves nothing behind. scores.json
@@ -119,6 +126,7 @@ def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabiliti
 
     Args:
         allow_modality: read DICOMs of a modality other than MG too (`read_image`).
+        boxes: box prompts (x0, y0, x1, y1) in input pixels, for a prompted pipeline.
 
     Returns:
         (timings as `predict_one` returns them, the image's `ImageMeta`).
@@ -133,7 +141,7 @@ def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabiliti
     t0 = time.perf_counter()
     image, meta = read_image(path, allow_modality=allow_modality)
     t1 = time.perf_counter()
-    result = run_with(pipeline, image, meta, probabilities=probabilities)
+    result = run_with(pipeline, image, meta, probabilities=probabilities, boxes=boxes)
     t2 = time.perf_counter()
     try:
         with staged_dir(out_dir) as stage:
@@ -174,8 +182,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     still run. Exit status 1 when any failed."""
     try:
         threads = resolve_threads(args.threads)
-        check_name(args.pipeline)
-    except (KeyError, ValueError) as err:  # unknown pipeline, bad thread count: usage errors
+        base, _ = check_name(args.pipeline)
+        boxes = check_boxes(base, args.box)
+    except (KeyError, ValueError, MammoInputError) as err:  # unknown pipeline, bad option values: usage errors
         return error(str(err.args[0]) if err.args else str(err), 2)
     files = [Path(f) for f in args.files]
     if args.examples:
@@ -186,11 +195,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return error("give one or more FILEs, or --examples", 2)
     pipeline = get_pipeline(args.pipeline)  # weights errors: `main` prints them as one line
     configure_threads(threads)  # after the build: a torch pipeline has imported torch by now
-    failed = sum(not _predict_reported(pipeline, path, out_dir, args, threads)
+    failed = sum(not _predict_reported(pipeline, path, out_dir, args, threads, boxes)
                  for path, out_dir in _progress(files, Path(args.out), args.quiet))
     if failed and len(files) > 1:
         print(f"mammo: {failed} of {len(files)} inputs failed (nothing written for them)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_boxes(base: str, options: list[str] | None) -> list[Box] | None:
+    """The `--box` options as boxes; ValueError when the pipeline takes none or needs some."""
+    from mammo.pipelines.registry import PIPELINES
+    from mammo.preprocess.prompt import parse_boxes
+
+    prompted = PIPELINES[base].prompted
+    if options and not prompted:
+        raise ValueError(f"--box is for prompted pipelines ({', '.join(n for n, s in PIPELINES.items() if s.prompted)}); "
+                         f"{base} finds its own regions")
+    if prompted and not options:
+        raise ValueError(f"{base} outlines the region inside boxes you give: add --box x0,y0,x1,y1 "
+                         "(pixels of the input; repeat for more boxes)")
+    return parse_boxes(";".join(options)) if options else None
 
 
 def _progress(files: list[Path], out: Path, quiet: bool) -> Iterable[tuple[Path, Path]]:
@@ -201,7 +225,7 @@ def _progress(files: list[Path], out: Path, quiet: bool) -> Iterable[tuple[Path,
 
 
 def _predict_reported(pipeline: Pipeline, path: Path, out_dir: Path, args: argparse.Namespace,
-                      threads: int | None) -> bool:
+                      threads: int | None, boxes: list[Box] | None = None) -> bool:
     """Run one input, print its line (done, QC warning or error); True when it was written."""
     from tqdm import tqdm
 
@@ -209,7 +233,7 @@ def _predict_reported(pipeline: Pipeline, path: Path, out_dir: Path, args: argpa
 
     try:
         timings, meta = predict_and_write(pipeline, path, out_dir, args.probabilities, threads,
-                                          args.allow_modality)
+                                          args.allow_modality, boxes)
     except (MammoInputError, OSError) as err:
         tqdm.write(f"mammo: error: {one_line(input_problem(path, err))}", file=sys.stderr)
         return False
@@ -279,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-modality", action="store_true",
                    help="also read DICOMs whose Modality is not MG (CT, MR, ...: refused by default, "
                         "since the pipelines were trained on mammograms; flagged modality_not_mg)")
+    p.add_argument("--box", action="append", default=None, metavar="x0,y0,x1,y1",
+                   help="a box to outline, in the input's pixels (x1, y1 exclusive); repeat for more "
+                        "boxes; for prompted pipelines (box-lesion), which need at least one")
     p.add_argument("files", nargs="*", help="DICOM, PNG, JPEG, BMP, PGM or TIFF files")
     p.set_defaults(func=cmd_predict)
     return parser

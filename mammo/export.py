@@ -5,6 +5,7 @@ Shared by `mammo predict`, the app and `eval/`, so a mask looks the same whereve
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -120,12 +121,44 @@ def result_summary(result: Result, meta: ImageMeta) -> dict[str, Any]:
         "scores": {k: float(v) for k, v in result.scores.items()},
         "mask_pixels": {k: int(np.count_nonzero(v)) for k, v in result.masks.items()},
         "patches": [vars(p) for p in result.patches],
+        "findings": finding_rows(result),
         "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
         "geometry": {k: list(v) if isinstance(v, tuple) else v for k, v in result.geometry.items()},
         "warnings": warnings,
         "qc": qc,
         "meta": meta.to_dict(),
     }
+
+
+FINDING_COLUMNS = ("label", "x0", "y0", "x1", "y1", "area_px", "area_mm2", "diameter_px", "diameter_mm",
+                   "outline_score", "malignancy", "malignancy_source")
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def finding_rows(result: Result) -> list[dict[str, Any]]:
+    """One dict per `Finding` (`FINDING_COLUMNS`): its box in input pixels, sizes (mm None where
+    the pixel spacing is unknown), the segmenter's outline score and P(malignant) with its source."""
+    rows = []
+    for f in result.findings:
+        x0, y0, x1, y1 = (round(float(v), 1) for v in f.box)
+        rows.append({"label": f.label, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "area_px": int(f.area_px),
+                     "area_mm2": _rounded(f.area_mm2, 2), "diameter_px": round(float(f.diameter_px), 1),
+                     "diameter_mm": _rounded(f.diameter_mm, 2), "outline_score": _rounded(f.score, 4),
+                     "malignancy": _rounded(f.malignancy, 4), "malignancy_source": f.malignancy_source})
+    return rows
+
+
+def write_findings_csv(path: Path, result: Result) -> None:
+    """findings.csv: `finding_rows`, one row per finding (atomically: temp file + rename)."""
+    tmp = _temp_name(path, ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FINDING_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in finding_rows(result))
+    os.replace(tmp, path)
 
 
 def write_result(
@@ -137,7 +170,8 @@ def write_result(
     Files: `mask_<class>.png` (uint8 0/255, original (H, W)), `saliency_<class>.png` and, with
     `probabilities`, `prob_<class>.png` (uint8, value = 255 * p; each full-size map costs
     ~0.02 s to encode), `overlay.png` (RGB, long side at most `overlay_side`), `scores.json`
-    (see `result_summary`; `record_timings` adds the caller's read/write seconds), and
+    (see `result_summary`; `record_timings` adds the caller's read/write seconds), `findings.csv`
+    when the result has findings (`finding_rows`: box prompts' outlines and sizes), and
     `<stem>_<suffix>.png` for each of the pipeline's `artifacts` (`stem` default: the folder's
     name; cut by `fit_name` when long, so that every name fits the file system).
 
@@ -175,6 +209,9 @@ def write_result(
         future.result()  # re-raise a failed write here
     written["scores"] = out_dir / "scores.json"
     write_json(written["scores"], result_summary(result, meta))
+    if result.findings:
+        written["findings"] = out_dir / "findings.csv"
+        write_findings_csv(written["findings"], result)
     return written
 
 

@@ -372,3 +372,67 @@ def test_compare(client: Any, tmp_path: Path) -> None:
     csv_path = next(Path(f) for f in files if Path(f).name == "predictions.csv")
     with open(csv_path, newline="") as handle:
         assert [row["pipeline"] for row in csv.DictReader(handle)] == ran
+
+
+def _cdd_lesion_case(shared_data: Path) -> tuple[Path, tuple[int, int, int, int], np.ndarray]:
+    """A CDD-CESM image with one clear lesion: (image, a reader's box (the lesion's tight box
+    grown by 20% each side), reference mask)."""
+    from mammo.preprocess.prompt import mask_boxes
+
+    image = shared_data / "cdd_cesm" / "images" / "P102_R_DM_CC.jpg"
+    if not image.is_file():
+        pytest.fail(f"{image} is missing from the shared data")
+    truth = cv2.imread(str(image.parent.parent / "masks" / image.name), cv2.IMREAD_GRAYSCALE) > 127
+    x0, y0, x1, y1 = mask_boxes(truth, min_pixels=16)[0]
+    dx, dy = 0.2 * (x1 - x0), 0.2 * (y1 - y0)
+    h, w = truth.shape
+    box = (max(0, int(x0 - dx)), max(0, int(y0 - dy)), min(w, int(x1 + dx)), min(h, int(y1 + dy)))
+    return image, box, truth
+
+
+@pytest.mark.timeout(600)
+def test_segment_box_outlines_inside_the_box(client: Any, shared_data: Path) -> None:
+    """/segment_box with one box: the returned mask (the 0/255 download) is not empty, lies inside
+    the box, and overlaps the radiologist's outline; the table row carries the box and sizes."""
+    from gradio_client import handle_file
+
+    _require_bundled("box-lesion")
+    image, box, truth = _cdd_lesion_case(shared_data)
+    picture, table, info, files, summary = client.predict(handle_file(image), ",".join(map(str, box)),
+                                                          api_name="/segment_box")
+    mask = cv2.imread(next(f for f in files if Path(f).name == "mask_lesion.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert mask.shape == truth.shape and mask.any()
+    x0, y0, x1, y1 = box
+    assert not mask[:y0].any() and not mask[y1:].any() and not mask[:, :x0].any() and not mask[:, x1:].any()
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.5
+    row = dict(zip(table["headers"], table["data"][0]))
+    assert row["box"] == ",".join(map(str, box)) and row["area_px"] == int(mask.sum())
+    assert 0.0 <= row["malignancy"] <= 1.0 and "tiryaki-mass ROI classifier" in row["malignancy_source"]
+    assert info["pipeline"] == "box-lesion" and picture is not None
+    assert "1 box(es) outlined" in summary
+    findings = next(f for f in files if Path(f).name == "findings.csv")
+    assert len(list(csv.DictReader(open(findings)))) == 1
+
+
+def test_segment_box_refuses_missing_or_malformed_boxes(client: Any, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    image = handle_file(write_png16(tmp_path / "small.png"))
+    with pytest.raises(AppError, match="No box"):
+        client.predict(image, "", api_name="/segment_box")
+    with pytest.raises(AppError, match="four numbers"):
+        client.predict(image, "10,20,30", api_name="/segment_box")
+
+
+@pytest.mark.timeout(600)
+def test_refine_lesions_shows_both_outlines(client: Any, shared_data: Path) -> None:
+    """cascade's lesion components sent as boxes: one table row per component, labelled with it."""
+    from gradio_client import handle_file
+
+    _require_bundled("box-lesion")
+    image, _, _ = _cdd_lesion_case(shared_data)
+    picture, table, info, files, summary = client.predict(handle_file(image), "cascade",
+                                                          api_name="/refine_lesions")
+    assert table["data"] and all(row[1].startswith("cascade lesion ") for row in table["data"])
+    assert any(Path(f).name == "mask_lesion.png" for f in files) and picture is not None

