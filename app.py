@@ -286,7 +286,8 @@ def build_demo(service: EvalService) -> gr.Blocks:
     pipeline: the warm-up starts at launch or on the first page load (`start_warmup`)."""
     choices = logic.pipeline_choices()
     items = logic.menu_items(choices)
-    available = [c.name for c in choices if c.available]
+    menu = {value for _, value in items}  # the automatic pipelines: prompted ones have their own section
+    available = [c.name for c in choices if c.available and c.name in menu]
     examples, labels = _examples()
     # Gradio keeps a copy of every upload and download; drop them after a day (eval.server).
     with gr.Blocks(title="mammo demo", delete_cache=CACHE_CLEANUP) as blocks:

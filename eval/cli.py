@@ -43,6 +43,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes, each with its own model (default 1: in this process)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--dicom", action="store_true",
+                        help="also write dicom/<image>/seg.dcm and sr.dcm (DICOM SEG and SR) for each DICOM input")
     prompt = parser.add_argument_group("box prompts (prompted pipelines: box-lesion)")
     prompt.add_argument("--prompt-from-reference", action="store_true",
                         help="give the pipeline the tight box of each component of the reference mask")
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             args = run_parser().parse_args(argv)
             metrics = evaluate(args.pipeline, args.dataset, args.out, split=args.split, limit=args.limit,
                                workers=args.workers, resume=args.resume, n_resamples=args.resamples,
-                               report=not args.no_report, quiet=args.quiet, prompt=prompt_spec(args))
+                               report=not args.no_report, quiet=args.quiet, prompt=prompt_spec(args),
+                               dicom=args.dicom)
     except MammoInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

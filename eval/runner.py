@@ -46,7 +46,7 @@ from mammo.preprocess.prompt import Box, format_box, jitter_box, mask_boxes
 ProgressCallback = Callable[[int, int], None]
 #: Classes whose probability maps are kept for lesion-level detection (FROC).
 DETECTION_CLASSES = ("lesion", "calcification")
-RUN_KEYS = ("pipeline", "dataset", "split", "limit", "prompt")
+RUN_KEYS = ("pipeline", "dataset", "split", "limit", "prompt", "dicom")
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,12 @@ class ImageEvaluator:
     """Runs the pipeline on one image of the dataset and writes its files; one per process."""
 
     def __init__(self, pipeline: str, dataset: str, split: str | None, limit: int | None,
-                 out_dir: Path, prompt: PromptSpec | None = None) -> None:
+                 out_dir: Path, prompt: PromptSpec | None = None, dicom: bool = False) -> None:
         self.dataset = open_dataset(dataset, split, limit)
         self.pipeline = get_pipeline(pipeline)
         self.out_dir = out_dir
         self.prompt = prompt
+        self.dicom = dicom
         self.pool = ThreadPoolExecutor(max_workers=2)  # PNG encoding releases the GIL
 
     def __call__(self, index: int) -> Row:
@@ -115,7 +116,19 @@ class ImageEvaluator:
             if name in result.masks:
                 row.update(score_cells(name, mask_score(result.masks[name], truth)))
         self._write_maps(sample.image_id, result, set(sample.masks))
+        if self.dicom and sample.meta.format == "dicom":  # other inputs have no UIDs to reference
+            self._write_dicom(sample, result)
         return row
+
+    def _write_dicom(self, sample: Any, result: Result) -> None:
+        """dicom/<image>/seg.dcm and sr.dcm (`mammo.export_dicom`), via a staging folder so that a
+        kill leaves no half-written file under its final name."""
+        from mammo.export import staged_dir
+        from mammo.export_dicom import write_dicom_outputs
+
+        stem = safe_name(sample.image_id)
+        with staged_dir(self.out_dir / "dicom" / stem) as stage:
+            write_dicom_outputs(stage, sample.meta.path, sample.meta, result)
 
     def _run_prompted(self, sample: Any) -> tuple[Result, list[Box]]:
         """Run with boxes from the reference mask; an image without a reference region gets no
@@ -150,7 +163,7 @@ def _score(scores: dict[str, float], name: str) -> float | None:
 _WORKER: ImageEvaluator | None = None
 
 
-def _init_worker(args: tuple[str, str, str | None, int | None, Path, PromptSpec | None], threads: int) -> None:
+def _init_worker(args: tuple[str, str, str | None, int | None, Path, PromptSpec | None, bool], threads: int) -> None:
     """Process start: cap the math libraries' threads (read when torch/TF load), build the pipeline once."""
     global _WORKER
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -184,7 +197,8 @@ def check_resume(out_dir: Path, run: dict[str, Any], resume: bool) -> list[Row]:
 def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | None = None,
              limit: int | None = None, workers: int = 1, resume: bool = False,
              progress: ProgressCallback | None = None, quiet: bool = False,
-             n_resamples: int = 1000, report: bool = True, prompt: PromptSpec | None = None) -> dict[str, Any]:
+             n_resamples: int = 1000, report: bool = True, prompt: PromptSpec | None = None,
+             dicom: bool = False) -> dict[str, Any]:
     """Evaluate `pipeline` on `dataset` ("KIND:PATH") into `out_dir`; returns the metrics.json dict.
 
     Args:
@@ -196,6 +210,7 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
         n_resamples: bootstrap resamples for the confidence intervals.
         report: also write report.html.
         prompt: give a prompted pipeline (box-lesion) boxes taken from the reference masks.
+        dicom: also write dicom/<image>/seg.dcm and sr.dcm for every DICOM input (others get none).
 
     Raises:
         MammoInputError: bad dataset spec or split, unknown pipeline, or a resume that does not match.
@@ -206,7 +221,7 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
         raise MammoInputError(err.args[0]) from err
     out = Path(out_dir)
     run = {"pipeline": pipeline, "dataset": dataset, "split": split, "limit": limit,
-           "prompt": None if prompt is None else asdict(prompt)}
+           "prompt": None if prompt is None else asdict(prompt), "dicom": True if dicom else None}
     check_prompt(pipeline, prompt)
     loader = open_dataset(dataset, split, limit)  # fail on a bad dataset before any model loads
     out.mkdir(parents=True, exist_ok=True)
@@ -214,8 +229,8 @@ def evaluate(pipeline: str, dataset: str, out_dir: str | Path, *, split: str | N
     write_json(out / "run.json", run)
     for sub in ("masks", "probabilities"):
         (out / sub).mkdir(exist_ok=True)
-    rows = _run_images(loader, done_rows, (pipeline, dataset, split, limit, out, prompt), workers, progress,
-                       quiet)
+    rows = _run_images(loader, done_rows, (pipeline, dataset, split, limit, out, prompt, dicom), workers,
+                       progress, quiet)
     return rescore(out / "predictions.csv", dataset, split=split, limit=limit, rows=rows,
                    n_resamples=n_resamples, report=report, quiet=quiet)
 

@@ -26,6 +26,7 @@ from mammo.pipelines.registry import check_name, get_pipeline
 from mammo.weights import ManifestError, WeightsEntry, WeightsIntegrityError, WeightsNotFoundError
 
 if TYPE_CHECKING:  # the CLI starts without cv2; the prompt module is imported when boxes are given
+    from mammo.export_dicom import DicomRequest
     from mammo.preprocess.prompt import Box
 
 THREADS_ENV = "MAMMO_THREADS"
@@ -118,7 +119,8 @@ def predict_one(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bo
 
 def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabilities: bool = False,
                       workers: int | None = None, allow_modality: bool = False,
-                      boxes: list[Box] | None = None) -> tuple[dict[str, float], ImageMeta]:
+                      boxes: list[Box] | None = None,
+                      dicom: DicomRequest | None = None) -> tuple[dict[str, float], ImageMeta]:
     """Read `path`, run `pipeline`, write its outputs into `out_dir`. The outputs are written
     into a hidden folder beside `out_dir` and moved into place when all are written
     (`mammo.export.staged_dir`), so an input that fails leaves nothing behind. scores.json
@@ -127,6 +129,8 @@ def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabiliti
     Args:
         allow_modality: read DICOMs of a modality other than MG too (`read_image`).
         boxes: box prompts (x0, y0, x1, y1) in input pixels, for a prompted pipeline.
+        dicom: also write seg.dcm / sr.dcm (`mammo.export_dicom`) when the input is DICOM;
+            for another input nothing more is written (`dicom_warning` says why).
 
     Returns:
         (timings as `predict_one` returns them, the image's `ImageMeta`).
@@ -147,6 +151,10 @@ def predict_and_write(pipeline: Pipeline, path: Path, out_dir: Path, probabiliti
         with staged_dir(out_dir) as stage:
             written = write_result(stage, image, meta, result, stem=out_dir.name,
                                    probabilities=probabilities, workers=workers)
+            if dicom is not None and dicom.wanted and meta.format == "dicom":
+                from mammo.export_dicom import write_dicom_outputs
+
+                write_dicom_outputs(stage, path, meta, result, dicom.seg, dicom.sr, dicom.fractional)
             timings = {"read": t1 - t0, "run": t2 - t1, "write": time.perf_counter() - t2}
             timings["total"] = time.perf_counter() - t0
             recorded = record_timings(written["scores"], timings)
@@ -202,6 +210,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def dicom_request(args: argparse.Namespace) -> DicomRequest:
+    """What `--dicom-seg`, `--dicom-sr` and `--seg-fractional` ask for."""
+    from mammo.export_dicom import DicomRequest
+
+    return DicomRequest(args.dicom_seg, args.dicom_sr, args.seg_fractional)
+
+
 def check_boxes(base: str, options: list[str] | None) -> list[Box] | None:
     """The `--box` options as boxes; ValueError when the pipeline takes none or needs some."""
     from mammo.pipelines.registry import PIPELINES
@@ -233,10 +248,14 @@ def _predict_reported(pipeline: Pipeline, path: Path, out_dir: Path, args: argpa
 
     try:
         timings, meta = predict_and_write(pipeline, path, out_dir, args.probabilities, threads,
-                                          args.allow_modality, boxes)
+                                          args.allow_modality, boxes, dicom_request(args))
     except (MammoInputError, OSError) as err:
         tqdm.write(f"mammo: error: {one_line(input_problem(path, err))}", file=sys.stderr)
         return False
+    if dicom_request(args).wanted and meta.format != "dicom":
+        from mammo.export_dicom import not_dicom_reason
+
+        tqdm.write(f"mammo: warning: {path}: {not_dicom_reason(meta)}", file=sys.stderr)
     flags = flags_line(meta)
     if flags:  # written, but the result may not mean much: say so even with --quiet
         tqdm.write(f"mammo: warning: {path}: {one_line(flags)}", file=sys.stderr)
@@ -306,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", action="append", default=None, metavar="x0,y0,x1,y1",
                    help="a box to outline, in the input's pixels (x1, y1 exclusive); repeat for more "
                         "boxes; for prompted pipelines (box-lesion), which need at least one")
+    d = p.add_argument_group("DICOM outputs (DICOM inputs only; for other inputs a warning says why none)")
+    d.add_argument("--dicom-seg", action="store_true", help="also write seg.dcm: a DICOM Segmentation of the masks")
+    d.add_argument("--dicom-sr", action="store_true",
+                   help="also write sr.dcm: a Comprehensive 3D SR (TID 1500) of the scores and findings")
+    d.add_argument("--seg-fractional", action="store_true",
+                   help="with --dicom-seg, also seg_fractional.dcm: the probability maps as FRACTIONAL segments")
     p.add_argument("files", nargs="*", help="DICOM, PNG, JPEG, BMP, PGM or TIFF files")
     p.set_defaults(func=cmd_predict)
     return parser

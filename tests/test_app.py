@@ -436,3 +436,24 @@ def test_refine_lesions_shows_both_outlines(client: Any, shared_data: Path) -> N
                                                           api_name="/refine_lesions")
     assert table["data"] and all(row[1].startswith("cascade lesion ") for row in table["data"])
     assert any(Path(f).name == "mask_lesion.png" for f in files) and picture is not None
+
+
+def test_dicom_upload_offers_seg_and_sr(client: Any, cbis_dicoms: list[Path]) -> None:
+    """/predict on a DICOM: the downloads include seg.dcm (its mask equals mask_breast.png, it
+    references the upload's UIDs) and sr.dcm; a PNG upload gets neither."""
+    import highdicom as hd
+    import pydicom
+    from gradio_client import handle_file
+
+    *_, files, _ = client.predict(handle_file(cbis_dicoms[1]), "breast", api_name="/predict")
+    by_name = {Path(f).name: Path(f) for f in files}
+    assert {"seg.dcm", "sr.dcm"} <= set(by_name)
+    source = pydicom.dcmread(cbis_dicoms[1], stop_before_pixels=True)
+    seg = hd.seg.segread(by_name["seg.dcm"])
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+        source.SOPInstanceUID and seg.StudyInstanceUID == source.StudyInstanceUID
+    mask = seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1])[0, ..., 0] > 0
+    png = cv2.imread(str(by_name["mask_breast.png"]), cv2.IMREAD_GRAYSCALE) > 0
+    assert seg.SegmentSequence[0].SegmentLabel == "breast" and np.array_equal(mask, png)
+    sr = pydicom.dcmread(by_name["sr.dcm"])
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34" and sr.PatientID == source.PatientID

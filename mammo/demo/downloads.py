@@ -39,7 +39,9 @@ def prediction_row(pred: Prediction) -> Row:
 
 
 def write_downloads(pred: Prediction, out_dir: Path) -> list[Path]:
-    """Masks (0/255, original geometry), saliency maps, overlay.png, scores.json, predictions.csv.
+    """Masks (0/255, original geometry), saliency maps, overlay.png, scores.json, predictions.csv,
+    and for a DICOM upload seg.dcm (DICOM SEG of the masks) and sr.dcm (TID 1500 SR of the scores
+    and findings).
 
     The pipeline's extra pictures (`artifacts`) are not written: they cost a second per image
     and `mammo predict` gives them. scores.json's "pipeline" is the name asked for.
@@ -49,7 +51,12 @@ def write_downloads(pred: Prediction, out_dir: Path) -> list[Path]:
     # The page's overlay leaves out "breast" under the tissue classes; the download matches it.
     write_png(written["overlay"], make_overlay(pred.image, view_masks(pred.result), OVERLAY_SIDE))
     write_rows(out_dir / "predictions.csv", [prediction_row(pred)])
-    return [*written.values(), out_dir / "predictions.csv"]
+    files = [*written.values(), out_dir / "predictions.csv"]
+    if pred.meta.format == "dicom":  # seg.dcm and sr.dcm reference the uploaded DICOM's UIDs
+        from mammo.export_dicom import write_dicom_outputs
+
+        files += write_dicom_outputs(out_dir, pred.meta.path, pred.meta, result).values()
+    return files
 
 
 def write_comparison(preds: list[Prediction], out_dir: Path) -> list[Path]:
