@@ -440,7 +440,7 @@ def test_refine_lesions_shows_both_outlines(client: Any, shared_data: Path) -> N
 
 def test_dicom_upload_offers_seg_and_sr(client: Any, cbis_dicoms: list[Path]) -> None:
     """/predict on a DICOM: the downloads include seg.dcm (its mask equals mask_breast.png, it
-    references the upload's UIDs) and sr.dcm; a PNG upload gets neither."""
+    references the upload's UIDs) and sr.dcm (a PNG upload gets neither: tests/test_dicom_out.py)."""
     import highdicom as hd
     import pydicom
     from gradio_client import handle_file

@@ -121,10 +121,11 @@ def test_sr_reports_the_finding_on_the_source_image(written: dict[str, Path], cb
 
 
 def test_sr_has_image_scores_and_qc_flags(tmp_path: Path) -> None:
-    """Image-level scores as measurements, QC flags as qualitative evaluations (synthetic result)."""
+    """Image-level scores as measurements, QC flags as qualitative evaluations, sizes in mm from
+    the DICOM's spacing (synthetic result on a synthetic MG DICOM); its SR and SEG validate."""
     import highdicom as hd
 
-    from mammo.export_dicom import read_source
+    from mammo.export_dicom import read_source, segmentation
     from mammo.export_sr import structured_report
     from mammo.io import read_image
     from mammo.pipelines.base import Result
@@ -150,6 +151,9 @@ def test_sr_has_image_scores_and_qc_flags(tmp_path: Path) -> None:
     area = next(m for m in roi.get_measurements() if m.name.meaning == "Area")
     assert area.unit.value == "mm2" and area.value == pytest.approx(100 * 0.01)
     assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+    # The SEG of a DICOM that states ImagerPixelSpacing only, as digital mammograms do.
+    segmentation(read_source(path), meta, result).save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
 
 
 @pytest.mark.parametrize("name", ["seg.dcm", "seg_fractional.dcm", "sr.dcm"])
@@ -185,3 +189,14 @@ def test_eval_writes_dicom_per_image(tmp_path: Path, cbis_dicoms: list[Path]) ->
         seg = pydicom.dcmread(out / "dicom" / path.stem / "seg.dcm", stop_before_pixels=True)
         assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
             pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+
+
+def test_app_downloads_have_no_dicom_for_a_png(tmp_path: Path) -> None:
+    """The app's downloads for a PNG upload: the PNG masks and scores, no .dcm (no UIDs to reference)."""
+    from mammo import demo
+
+    image = tmp_path / "film.png"
+    cv2.imwrite(str(image), np.tile(np.linspace(0, 250, 48, dtype=np.uint8), (64, 1)))
+    files = demo.write_downloads(demo.predict_file(str(image), "breast"), tmp_path / "downloads")
+    names = {Path(f).name for f in files}
+    assert "mask_breast.png" in names and not any(name.endswith(".dcm") for name in names)

@@ -198,5 +198,6 @@ def build(variant: str = "scored") -> BoxLesion:
         from mammo.weights import get_entry
 
         scorer = TiryakiRoiScorer()
+        scorer.load()  # now, not on the first box: keras takes ~5 s to load, the app's warm-up pays it
         sha256 = f"{sha256[:16]}+{get_entry(ENTRY).sha256[:16]}"
     return BoxLesion(model, sha256, roi_scorer=scorer)

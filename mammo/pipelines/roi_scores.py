@@ -25,8 +25,9 @@ SOURCE = "tiryaki-mass ROI classifier (VGG16, MIAS masses)"
 
 
 class TiryakiRoiScorer:
-    """`RoiScorer` of `mammo.pipelines.box_lesion`: the tiryaki-mass ROI classifier, loaded on
-    the first call (keras; torch is already loaded, so the framework order is safe)."""
+    """`RoiScorer` of `mammo.pipelines.box_lesion`: the tiryaki-mass ROI classifier (keras; torch
+    is already loaded, so the framework order is safe). `load()` builds it; the first call does
+    otherwise."""
 
     source = SOURCE
 
@@ -36,7 +37,7 @@ class TiryakiRoiScorer:
         self._breast_box: Any = None
         self.sha256 = ""
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
         if self._net is None:
             from mammo.models.keras_tiryaki import KerasNet
             from mammo.weights import get_entry, resolve
@@ -59,7 +60,7 @@ class TiryakiRoiScorer:
         """P(malignant) of the ROI around `finding`'s outline (its box when the outline is empty)."""
         from mammo.pipelines.tiryaki_prep import roi_input, roi_window
 
-        net = self._load()
+        net = self.load()
         ys, xs = np.nonzero(finding.mask)
         if ys.size:
             oy, ox = finding.offset
