@@ -85,6 +85,7 @@ def test_asha_sweep_writes_a_best_config_that_trains(tmp_path: Path) -> None:
     rows = list(csv.DictReader((folder / "trials.csv").open()))
     assert len(rows) == 4 and all(1 <= int(r["epochs"]) <= 3 for r in rows)
     assert any(int(r["epochs"]) < 3 for r in rows), "ASHA stopped no trial early"
+    assert all(len(r["node_id"]) == 56 for r in rows)  # the Ray node each trial ran on (hex id)
     assert (folder / "trials.html").stat().st_size > 10_000
     best = yaml.safe_load((folder / "best.yaml").read_text())
     assert best["lr"] == pytest.approx(float(rows[0]["param_lr"])) and best["input_size"] == [64, 32]

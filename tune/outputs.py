@@ -1,6 +1,7 @@
 """What a finished sweep leaves in its experiment folder, besides Tune's own state.
 
-- trials.csv: one row per trial (id, status, epochs run, best and last score, its parameters);
+- trials.csv: one row per trial (id, status, the Ray node it last ran on, epochs run, best and last
+  score, its parameters);
 - trials.html: the same table and every trial's validation score per epoch (plotly);
 - best.yaml: the best trial's training config (the sweep's base config with its parameters), runnable
   as `python -m training.train --config best.yaml`;
@@ -26,8 +27,10 @@ def trials_table(results: Any) -> pd.DataFrame:
     for result in results:
         history = result.metrics_dataframe
         scores = history[METRIC] if history is not None and METRIC in history else pd.Series(dtype=float)
+        nodes = history["node_id"].dropna() if history is not None and "node_id" in history else []
         rows.append({"trial": Path(result.path).name,
                      "status": "ERROR" if result.error else "TERMINATED",
+                     "node_id": str(nodes.iloc[-1]) if len(nodes) else "",
                      "epochs": int(scores.size),
                      "best_score": float(scores.max()) if scores.size else float("nan"),
                      "last_score": float(scores.iloc[-1]) if scores.size else float("nan"),

@@ -48,8 +48,12 @@ def _copy_files(source: Path, target: Path, names: tuple[str, ...] = CHECKPOINT_
 
 
 def _tune_report(run_dir: Path) -> Callable[[int, dict[str, float]], None]:
-    """The engine's `report` hook: metrics + a checkpoint of the run folder, through Tune."""
+    """The engine's `report` hook: metrics + a checkpoint of the run folder, through Tune; each
+    report also names the Ray node the trial ran on ("node_id": trials.csv shows where trials ran)."""
+    import ray
     from ray import tune
+
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
@@ -57,7 +61,7 @@ def _tune_report(run_dir: Path) -> Callable[[int, dict[str, float]], None]:
             # Moved, not copied: the engine reads last.pt only to resume (from this checkpoint), and
             # the trial folder (under Ray's temp dir) would otherwise keep the largest file of every trial.
             os.replace(run_dir / "last.pt", Path(tmp) / "last.pt")
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return report
 
