@@ -102,11 +102,12 @@ def not_dicom_reason(meta: ImageMeta) -> str:
             "study attributes, and it has none; no DICOM was written (the PNG masks and scores.json were)")
 
 
-def check_source(meta: ImageMeta, shape: tuple[int, int]) -> None:
-    """DicomOutputError unless the input was a DICOM whose stored size is the masks' size."""
+def check_source(meta: ImageMeta, shape: tuple[int, int] | None = None) -> None:
+    """DicomOutputError unless the input was a DICOM and, with `shape`, its stored size is the
+    masks' size."""
     if meta.format != "dicom":
         raise DicomOutputError(not_dicom_reason(meta))
-    if tuple(meta.original_shape) != tuple(shape):
+    if shape is not None and tuple(meta.original_shape) != tuple(shape):
         raise DicomOutputError(f"the masks are {shape}, the DICOM stores {meta.original_shape}: no DICOM written")
 
 
@@ -253,7 +254,7 @@ def write_dicom_outputs(out_dir: Path, source_path: str | Path, meta: ImageMeta,
     Raises:
         DicomOutputError: the input is not DICOM (nothing is written; the message says why).
     """
-    check_source(meta, tuple(meta.original_shape))
+    check_source(meta)
     with warnings.catch_warnings():
         # highdicom checks the Patient's Name it copies; the source's value is kept as it is.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")

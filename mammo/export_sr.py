@@ -101,7 +101,7 @@ def structured_report(source: Any, meta: ImageMeta, result: Result, evidence: li
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    check_source(meta, tuple(meta.original_shape))
+    check_source(meta)
     groups = [image_group(source, meta, result)]
     groups += [finding_group(source, cls, finding, result) for cls, finding in result_findings(result, meta)]
     observer = hd.sr.ObserverContext(

@@ -19,13 +19,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from mammo.errors import MammoInputError
 from mammo.io.meta import ImageMeta
 from mammo.measure import mask_size
 from mammo.pipelines.base import Finding, PatchBox, Result
+from mammo.preprocess.breast import largest_component
 from mammo.preprocess.prompt import (
     DEFAULT_CONTEXT,
     DEFAULT_MIN_SIDE,
@@ -44,14 +44,6 @@ CACHE_VIEWS = 32  # embeddings kept per process: 32 x 4 MB
 DEFAULT_MARGIN = 0.25
 #: ROI classifier: (image float32 (H, W) in [0, 1], meta, box, outline Finding) -> (P(malignant), source).
 RoiScorer = Callable[[np.ndarray, ImageMeta, Box, Finding], tuple[float, str]]
-
-
-def largest_piece(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of bool `mask` (all False stays all False)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 2:
-        return mask
-    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 class BoxLesion:
@@ -124,7 +116,7 @@ class BoxLesion:
             prob = view_to_image(prob256[0], window, region)
             mask = prob > 0.5
             if self.largest_only:
-                mask = largest_piece(mask)
+                mask = largest_component(mask)
             t2 = time.perf_counter()
             size = mask_size(mask, meta.pixel_spacing_mm)
             finding = Finding(box=box, mask=mask, offset=(region[0], region[1]), area_px=size.area_px,

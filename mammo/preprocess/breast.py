@@ -52,13 +52,14 @@ def _background_threshold(small: np.ndarray) -> float:
     return max(float(triangle), 0.25 * float(otsu), background + 3.0) / 255.0
 
 
-def _largest_component(binary: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a uint8 0/1 image, as uint8 0/1."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a 0/1 or bool (H, W) mask, in the mask's dtype (all
+    zero when the mask is empty)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 1:
-        return np.zeros_like(binary)
+        return np.zeros_like(mask)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == largest).astype(np.uint8)
+    return (labels == largest).astype(mask.dtype)
 
 
 def _fill_holes(binary: np.ndarray) -> np.ndarray:
@@ -94,7 +95,7 @@ def breast_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarray
     # A zero border: with OpenCV's default, pixels beyond the edge count as foreground and a
     # film-edge strip along the border survives the opening.
     binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    mask = _fill_holes(_largest_component(binary))
+    mask = _fill_holes(largest_component(binary))
     if scale < 1.0:
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     return mask.astype(bool)
