@@ -101,16 +101,28 @@ def test_one_epoch_trains_exports_and_reloads(shared_data: Path, tmp_path: Path)
     assert entry["architecture"] == "unet/tu-tf_efficientnet_lite0" and entry["classes"] == ["calcification"]
     assert "pseudo-masks" in entry["training"]["data"]
     assert yaml.safe_load(manifest.read_text())["entries"][0]["name"] == "deepmica-seg"
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from mammo.models.torch_deepmica import build_patch_unet
 
+    exported = tmp_path / "weights" / "deepmica-seg.safetensors"
+    with safe_open(str(exported), "pt") as handle:
+        dtype = {"float16": torch.float16, "float32": torch.float32}[handle.metadata()["dtype"]]
+    best = torch.load(tmp_path / "tiny" / "best.pt", weights_only=False)["model"]
+    stored = load_file(exported)
+    assert stored.keys() == best.keys()
+    for key, value in best.items():  # the file holds exactly the best epoch, rounded to the stated dtype
+        want = value.to(dtype) if value.is_floating_point() else value
+        assert torch.equal(stored[key], want), key
     shipped, reference = build_patch_unet(config.encoder), build_patch_unet(config.encoder)
-    shipped.load_state_dict({k: v.float() for k, v in load_file(tmp_path / "weights" / "deepmica-seg.safetensors").items()})
-    reference.load_state_dict(torch.load(tmp_path / "tiny" / "best.pt", weights_only=False)["model"])
-    x = torch.rand(1, 1, 256, 256)
+    shipped.load_state_dict({k: v.float() for k, v in stored.items()})
+    reference.load_state_dict(best)
+    # Random logits of a one-epoch network are fragile at single pixels, so compare probabilities on average.
+    x = torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        assert torch.allclose(shipped.eval()(x), reference.eval()(x), atol=0.05)  # fp16 export, at most
+        change = (shipped.eval()(x).sigmoid() - reference.eval()(x).sigmoid()).abs()
+    assert float(change.mean()) < 0.005 and float(change.max()) < 0.1
 
 
 def test_roi_classifier_learns_on_the_training_circles(shared_data: Path, tmp_path: Path) -> None:
