@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from mammo import demo
 from mammo.errors import MammoInputError
 from mammo.io import ImageMeta, read_image
 from mammo.pipelines.base import PatchBox, Result
+from tests.conftest import free_port
 from tests.dicom_factory import mammogram_pixels, png_claiming_size, text_file, truncated_copy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,12 +173,6 @@ class AppServer:
     temp_dir: Path  # GRADIO_TEMP_DIR of the server
     downloads: Path  # where the client puts files
     log: Path  # the server's stdout and stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

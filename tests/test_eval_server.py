@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import queue
-import socket
 import struct
 import threading
 import time
@@ -25,7 +24,7 @@ import eval.runner
 from eval.jobs import EvalService
 from eval.server import build_server, launch_options
 from mammo.errors import MammoInputError
-from tests.conftest import require_data
+from tests.conftest import free_port, require_data
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
@@ -333,12 +332,6 @@ def test_restart_marks_unfinished_jobs_failed(service: EvalService, runner: Fake
 
 
 # -- Gradio -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 ENDPOINTS = ["eval_submit_zip", "eval_submit_dataset", "eval_status", "eval_result", "eval_bundle"]
 
 

@@ -109,6 +109,42 @@ def _results(folder: Path) -> dict[str, list[dict]]:
     return out
 
 
+def wait_until_part_way(proc: subprocess.Popen, folder: Path, epochs: int) -> None:
+    """Return once one trial of the sweep in `folder` has run all `epochs` and another is part way.
+
+    A hang guard bounds the wait, not a speed limit: the loop leaves as soon as that state holds."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        counts = sorted(len(r) for r in _results(folder).values())
+        if counts and counts[-1] == epochs and any(0 < c < epochs for c in counts):
+            return
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    raise AssertionError(f"no trial finished while another was part way within {HANG_GUARD_S} s")
+
+
+def finished_trials(folder: Path, epochs: int) -> tuple[dict[str, list[dict]], dict[str, bytes]]:
+    """The interrupted sweep's results per trial, and result.json of each finished trial."""
+    before = _results(folder)
+    finished = {name for name, rows in before.items() if len(rows) == epochs}
+    assert finished and len(finished) < 3, before  # the sweeps here have 3 trials
+    return before, {name: (folder / name / "result.json").read_bytes() for name in finished}
+
+
+def check_resumed(folder: Path, epochs: int, before: dict[str, list[dict]], snapshot: dict[str, bytes]) -> None:
+    """After `--resume`: all 3 trials ran every epoch once, the finished ones were not run again,
+    and the interrupted ones continued from their checkpoints, not from epoch 0."""
+    after = _results(folder)
+    assert len(after) == 3
+    for name, content in snapshot.items():
+        assert (folder / name / "result.json").read_bytes() == content
+    for name, rows in after.items():
+        assert sorted({r["training_iteration"] for r in rows}) == list(range(1, epochs + 1)), name
+    for name in (n for n, rows in before.items() if 0 < len(rows) < epochs):
+        resumed = after[name][len(before[name]):]
+        assert resumed and resumed[-1]["iterations_since_restore"] < resumed[-1]["training_iteration"]
+
+
 @pytest.mark.ray
 def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path: Path) -> None:
     require_data("tissue_ddsm")
@@ -118,34 +154,15 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: the local Ray dies with it
     try:
-        # A hang guard, not a speed limit: the loop leaves as soon as the state it waits for holds.
-        deadline = time.monotonic() + HANG_GUARD_S
-        while time.monotonic() < deadline and proc.poll() is None:
-            counts = sorted(len(r) for r in _results(folder).values())
-            if counts and counts[-1] == epochs and any(0 < c < epochs for c in counts):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        wait_until_part_way(proc, folder, epochs)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    before = _results(folder)
-    finished = {name for name, rows in before.items() if len(rows) == epochs}
-    assert finished and len(finished) < 3
-    snapshot = {name: (folder / name / "result.json").read_bytes() for name in finished}
+    before, snapshot = finished_trials(folder, epochs)
     done = subprocess.run([*command, "--resume"], check=False, cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-3000:]
-    after = _results(folder)
-    assert len(after) == 3
-    for name in finished:  # not run again
-        assert (folder / name / "result.json").read_bytes() == snapshot[name]
-    for name, rows in after.items():
-        assert sorted({r["training_iteration"] for r in rows}) == list(range(1, epochs + 1)), name
-    interrupted = [n for n, rows in before.items() if 0 < len(rows) < epochs]
-    for name in interrupted:  # continued from its checkpoint, not from epoch 0
-        resumed = after[name][len(before[name]):]
-        assert resumed and resumed[-1]["iterations_since_restore"] < resumed[-1]["training_iteration"]
+    check_resumed(folder, epochs, before, snapshot)
     assert len(list(csv.DictReader((folder / "trials.csv").open()))) == 3
 
 

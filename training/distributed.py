@@ -121,6 +121,18 @@ def _restore(run_dir: Path, resume_from: str | None) -> bool:
     return False
 
 
+def _write_placement(run_dir: Path, rank: int, world: int, device: Any) -> None:
+    """workers.json in the run folder (rank 0): the Ray node, host IP and device of every rank."""
+    import ray
+
+    here = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(), "device": str(device), "pid": os.getpid()}
+    everyone: list[Any] = [None] * world
+    torch.distributed.all_gather_object(everyone, here)
+    if rank == 0:
+        (run_dir / "workers.json").write_text(json.dumps(everyone, indent=2))
+
+
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """What each Ray Train worker runs: `training.engine.train` with the `RayDDP` hooks."""
     from mammo.models.frameworks import import_smp
@@ -142,6 +154,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = _restore(run_dir, loop_config.get("resume_from"))
     hooks = RayDDP(rank, world, config.seed, ray.train.torch.get_device())
+    _write_placement(run_dir, rank, world, hooks.device)
     train(config, run_dir, report=lambda epoch, m: _checkpoint_report(run_dir, m, rank == 0),
           resume=resume, data=loop_config.get("data"), dist=hooks)
     if rank != 0:
@@ -150,8 +163,12 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
 def make_trainer(config: TrainConfig, run_dir: Path, workers: int, use_gpu: bool = False,
                  resume_from: Path | None = None, data: tuple[Any, Any] | None = None,
-                 callbacks: list | None = None, cpus_per_worker: float | None = None):
+                 callbacks: list | None = None, cpus_per_worker: float | None = None,
+                 storage: str | None = None, name: str | None = None):
     """A `TorchTrainer` training `config` into `run_dir` on `workers` workers (not started).
+
+    Ray Train keeps its checkpoints in `storage`/`name` (default `run_dir`/ray/`run_dir.name`); on a
+    multi-node cluster `storage` must be a folder every node sees or a URI (s3://, gs://).
 
     Raises:
         ValueError: config.batch_size is not a multiple of `workers` (the global batch would change),
@@ -176,25 +193,36 @@ def make_trainer(config: TrainConfig, run_dir: Path, workers: int, use_gpu: bool
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
-        run_config=ray.train.RunConfig(name=run_dir.name, storage_path=str(run_dir / "ray"),
+        run_config=ray.train.RunConfig(name=name or run_dir.name, storage_path=storage or str(run_dir / "ray"),
                                        callbacks=callbacks,
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)))
 
 
 def fit(config: TrainConfig, run_dir: Path, workers: int, use_gpu: bool = False,
         resume_from: Path | None = None, data: tuple[Any, Any] | None = None,
-        cpus_per_worker: float | None = None) -> dict[str, Any]:
+        cpus_per_worker: float | None = None, address: str | None = None,
+        storage: str | None = None) -> dict[str, Any]:
     """Train on `workers` Ray workers; returns metrics.json as a single-process run writes it.
 
-    Starts a local Ray (all CPUs of this machine, no dashboard) unless one is connected already
-    (`ray.init(address=...)` before, or RAY_ADDRESS set).
+    Connects to the cluster at `address` (or RAY_ADDRESS), else starts a local Ray (all CPUs of this
+    machine, no dashboard), unless Ray is connected already. The config's data paths are checked
+    on every node first, and on a cluster made absolute (config.yaml then holds those). Rank 0
+    writes the run folder, so `run_dir` must be on a file system its node sees (README "Running
+    on a cluster").
     """
-    import ray
+    from training.cluster import absolute_paths, check_paths_on_nodes, connect, storage_root
 
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
-    make_trainer(config, run_dir, workers, use_gpu, resume_from, data, cpus_per_worker=cpus_per_worker).fit()
-    return json.loads((run_dir / "metrics.json").read_text())
+    connect(address)
+    if data is None:
+        values = absolute_paths(config)
+        check_paths_on_nodes(values)
+        if address or os.environ.get("RAY_ADDRESS"):  # a relative path means nothing on another node
+            config = TrainConfig(**values)
+    trainer = make_trainer(config, run_dir, workers, use_gpu, resume_from, data, cpus_per_worker=cpus_per_worker,
+                           storage=storage_root(storage) if storage else None)
+    trainer.fit()
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} is missing after training: rank 0 ran on another node "
+                                f"(see {run_dir / 'workers.json'} there); give an out_dir every node shares")
+    return json.loads(metrics.read_text())

@@ -1,7 +1,8 @@
 """`python -m training.train --config FILE [key=value ...] [--resume RUN_DIR] [--workers K [--gpus]]`.
 
-With `--workers K` the run is data-parallel on K Ray Train workers (`training.distributed`; a local
-Ray is started unless RAY_ADDRESS names a cluster); the run folder is the same as without.
+With `--workers K` the run is data-parallel on K Ray Train workers (`training.distributed`); a local
+Ray is started unless `--address HOST:PORT` (or RAY_ADDRESS) names a cluster. The run folder is the
+same as without.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, metavar="K",
                         help="train on K Ray Train workers (DistributedDataParallel); batch_size is global")
     parser.add_argument("--gpus", action="store_true", help="with --workers: one GPU per worker (nccl)")
+    parser.add_argument("--address", help="with --workers: the Ray cluster to train on (HOST:PORT; default: "
+                        "RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--storage", help="with --workers: where Ray Train keeps its checkpoints, a folder every "
+                        "node sees or a URI (s3://...); default RUN_DIR/ray")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config's fields")
     args = parser.parse_args(argv)
     if args.resume:
@@ -37,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         parser.error("give --config FILE or --resume RUN_DIR")
-    if args.gpus and not args.workers:
-        parser.error("--gpus needs --workers K")
+    for flag in ("gpus", "address", "storage"):
+        if getattr(args, flag) and not args.workers:
+            parser.error(f"--{flag} needs --workers K")
     from training.engine import train  # imports torch: after argument errors are reported
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -47,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         from training.distributed import fit
 
-        result = fit(config, run_dir, args.workers, use_gpu=args.gpus,
-                     resume_from=run_dir if args.resume else None)
+        try:
+            result = fit(config, run_dir, args.workers, use_gpu=args.gpus,
+                         resume_from=run_dir if args.resume else None, address=args.address, storage=args.storage)
+        except FileNotFoundError as error:  # data missing on a node, or the run folder out of reach
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     else:
         result = train(config, run_dir, resume=bool(args.resume))
     print(f"best validation score {result['val'].get('score', float('nan')):.4f} at epoch "

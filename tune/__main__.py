@@ -25,8 +25,11 @@ def parse_args(argv: list[str] | None) -> SweepOptions:
     parser.add_argument("--workers", type=int, default=0,
                         help="K > 0: each trial trains on K Ray Train workers (DistributedDataParallel)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of the same name")
-    parser.add_argument("--storage", default="runs/tune", help="folder of the sweeps (default runs/tune)")
+    parser.add_argument("--storage", default="runs/tune",
+                        help="folder of the sweeps, or a URI every cluster node reaches (s3://, gs://); default runs/tune")
     parser.add_argument("--name", help="sweep name (default <config name>-sweep)")
+    parser.add_argument("--outputs", default="", help="local folder for trials.csv/html, best.yaml and best/ "
+                        "(default: the sweep's folder; runs/tune/NAME when --storage is a URI)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
     parser.add_argument("--export-name", help="manifest name of the exported best weights (default <name>-best)")
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None) -> SweepOptions:
                         cpus_per_trial=args.cpus_per_trial, workers=args.workers, resume=args.resume,
                         storage=args.storage, name=args.name, overrides=args.overrides, num_cpus=args.num_cpus,
                         max_concurrent=args.max_concurrent, export_name=args.export_name, pipeline=args.pipeline,
-                        seed=args.seed)
+                        seed=args.seed, outputs=args.outputs)
 
 
 def main(argv: list[str] | None = None) -> int:

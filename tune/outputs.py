@@ -77,13 +77,22 @@ def _best_run(result: Any, target: Path, config: TrainConfig, config_file: Path)
     if target.exists():
         shutil.rmtree(target)
     if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as folder:
-            shutil.copytree(folder, target)
-    else:
-        shutil.copytree(train_checkpoint, target)
+        result.checkpoint.to_directory(str(target))
+    else:  # on the experiment's storage: a folder, or a URI read through pyarrow
+        from ray.train import Checkpoint
+
+        Checkpoint(train_checkpoint).to_directory(str(target))
     save_config(config, target / "config.yaml")
     (target / "command.txt").write_text(f"python -m training.train --config {config_file}\n")
     return target
+
+
+def upload_outputs(folder: Path, location: str) -> None:
+    """Copy the output files in `folder` to the experiment at the URI `location`, beside Tune's state."""
+    import pyarrow.fs
+
+    pyarrow.fs.copy_files(str(folder), location, source_filesystem=pyarrow.fs.LocalFileSystem())
+    print(f"outputs uploaded to {location}")
 
 
 def write_outputs(results: Any, path: Path, base: TrainConfig, opts: Any, val: Any = None) -> dict[str, Any]:

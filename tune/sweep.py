@@ -1,24 +1,23 @@
 """Run (or resume) a sweep: `run_sweep(SweepOptions(...))` -> the Tune `ResultGrid` + output files.
 
 The experiment lives in `<storage>/<name>/` (Tune's own state, one folder per trial with its
-checkpoints); `tune.outputs` adds trials.csv, trials.html, best.yaml and best/ there.
+checkpoints); `<storage>` is a folder or a URI every node of a cluster reaches (s3://, gs://).
+`tune.outputs` adds trials.csv, trials.html, best.yaml and best/ there (for a URI: written to
+runs/tune/<name>/ and uploaded beside Tune's state).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from training.cluster import (absolute_paths, check_paths_on_nodes, connect, is_uri, join_storage,
+                              storage_root)
 from training.config import TrainConfig, load_config
 from tune.space import load_space, read_space
 from tune.trainables import METRIC, distributed_trial, torch_trial
-
-PATH_FIELDS = ("data_root", "split", "init_from")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CLUSTER_EXCLUDES = [".git/", "runs/", "weights/", "demo_out/", "*.pt", "*.safetensors"]
 
 
 @dataclass
@@ -43,37 +42,17 @@ class SweepOptions:
     pipeline: str = "cascade"
     grace_period: int = 1
     seed: int | None = None
+    outputs: str = ""
 
 
-def absolute_paths(config: TrainConfig) -> dict[str, Any]:
-    """The config as a dict with data paths made absolute: trials run in their own folders."""
-    values = config.to_dict()
-    for key in PATH_FIELDS:
-        if values[key] and not Path(values[key]).is_absolute():
-            values[key] = str(Path(values[key]).resolve())
-    return values
-
-
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connect to `address`, or start an embedded local Ray (no dashboard) on this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if address:  # ship this checkout to the cluster's workers (not the runs, weights or git history)
-        ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": CLUSTER_EXCLUDES})
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
-
-
-def _trainable(opts: SweepOptions, base: dict[str, Any], data: Any = None):
-    """The function trainable with its resources: one process, or a driver + K workers."""
+def _trainable(opts: SweepOptions, base: dict[str, Any], data: Any = None, storage: str = ""):
+    """The function trainable with its resources: one process, or a driver + K workers (whose Ray
+    Train checkpoints go under `storage`, the experiment's own location, reachable from every node)."""
     from ray import tune
 
     if opts.workers:
         fn = partial(distributed_trial, base=base, workers=opts.workers, use_gpu=opts.gpus_per_trial > 0,
-                     cpus_per_worker=0.9 * opts.cpus_per_trial, data=data)
+                     cpus_per_worker=0.9 * opts.cpus_per_trial, data=data, storage=storage)
         return tune.with_resources(fn, {"cpu": 0.01})  # the workers hold the real resources
     fn = partial(torch_trial, base=base, data=data)
     return tune.with_resources(fn, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -90,8 +69,23 @@ def _scheduler(opts: SweepOptions, max_epochs: int):
                          grace_period=min(opts.grace_period, max(1, max_epochs)), reduction_factor=2)
 
 
-def experiment_dir(opts: SweepOptions, base: TrainConfig) -> Path:
-    return Path(opts.storage).resolve() / (opts.name or f"{base.name}-sweep")
+def experiment_name(opts: SweepOptions, base: TrainConfig) -> str:
+    return opts.name or f"{base.name}-sweep"
+
+
+def experiment_location(opts: SweepOptions, base: TrainConfig) -> str:
+    """Where Tune keeps the sweep: an absolute folder, or a URI (s3://bucket/sweeps/NAME)."""
+    return join_storage(opts.storage, experiment_name(opts, base))
+
+
+def output_dir(opts: SweepOptions, base: TrainConfig) -> Path:
+    """The local folder of trials.csv, trials.html, best.yaml and best/: `opts.outputs`, else the
+    experiment folder itself, or for a URI storage runs/tune/NAME (then uploaded beside Tune's state)."""
+    if opts.outputs:
+        return Path(opts.outputs).resolve()
+    if is_uri(opts.storage):
+        return Path("runs/tune").resolve() / experiment_name(opts, base)
+    return Path(experiment_location(opts, base))
 
 
 def base_config(opts: SweepOptions) -> TrainConfig:
@@ -108,12 +102,12 @@ def build_tuner(opts: SweepOptions, data: Any = None):
     from ray import tune
 
     base = base_config(opts)
-    path = experiment_dir(opts, base)
-    trainable = _trainable(opts, absolute_paths(base), data)
+    location = experiment_location(opts, base)
+    trainable = _trainable(opts, absolute_paths(base), data, storage=location)
     if opts.resume:
-        if not tune.Tuner.can_restore(str(path)):
-            raise FileNotFoundError(f"no sweep to resume in {path}")
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        if not tune.Tuner.can_restore(location):
+            raise FileNotFoundError(f"no sweep to resume in {location}")
+        return tune.Tuner.restore(location, trainable, resume_unfinished=True, resume_errored=True)
     space = load_space(opts.space)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -121,7 +115,7 @@ def build_tuner(opts: SweepOptions, data: Any = None):
                                   search_alg=BasicVariantGenerator(random_state=opts.seed),
                                   scheduler=_scheduler(opts, int(space.get("epochs", base.epochs))),
                                   max_concurrent_trials=opts.max_concurrent or None)
-    run_config = tune.RunConfig(name=path.name, storage_path=str(path.parent),
+    run_config = tune.RunConfig(name=experiment_name(opts, base), storage_path=storage_root(opts.storage),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                 failure_config=tune.FailureConfig(max_failures=2))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
@@ -132,12 +126,18 @@ def run_sweep(opts: SweepOptions, data: Any = None) -> tuple[Any, Path]:
 
     `data` (tests): the (train, val) pair every trial uses instead of reading the config's data.
     """
-    from tune.outputs import write_outputs
+    from tune.outputs import upload_outputs, write_outputs
 
     base = base_config(opts)
-    init_ray(opts.address, opts.num_cpus)
+    connect(opts.address, opts.num_cpus)
+    if data is None:  # fail before any trial starts when a node lacks the data
+        check_paths_on_nodes(absolute_paths(base))
     results = build_tuner(opts, data).fit()
-    path = experiment_dir(opts, base)
+    path = output_dir(opts, base)
+    path.mkdir(parents=True, exist_ok=True)
     write_outputs(results, path, base, opts, val=data[1] if data else None)
+    location = experiment_location(opts, base)
+    if is_uri(location):
+        upload_outputs(path, location)
     return results, path
 

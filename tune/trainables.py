@@ -91,9 +91,13 @@ def torch_trial(params: dict[str, Any], base: dict[str, Any], data: Any = None) 
 
 
 def distributed_trial(params: dict[str, Any], base: dict[str, Any], workers: int, use_gpu: bool = False,
-                      cpus_per_worker: float = 0.9, data: Any = None) -> None:
-    """One trial = `workers` Ray Train workers; the trial itself only drives `trainer.fit()`."""
+                      cpus_per_worker: float = 0.9, data: Any = None, storage: str = "") -> None:
+    """One trial = `workers` Ray Train workers; the trial itself only drives `trainer.fit()`.
+
+    `storage`: the sweep's experiment location; Ray Train keeps the trial's checkpoints in
+    `<storage>/train/<trial name>`, which every node reaches (the trial's own folder may not)."""
     _torch_side_first()
+    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from training.distributed import make_trainer
@@ -102,8 +106,10 @@ def distributed_trial(params: dict[str, Any], base: dict[str, Any], workers: int
     run_dir = Path.cwd() / "run"
     # A restarted trial continues from the trial folder's last.pt (written by rank 0 every epoch).
     resume_from = run_dir if (run_dir / "last.pt").is_file() else None
+    train_storage = f"{storage}/train" if storage else None
     trainer = make_trainer(config, run_dir, workers, use_gpu, resume_from, data,
-                           callbacks=[TuneReportCallback()], cpus_per_worker=cpus_per_worker)
+                           callbacks=[TuneReportCallback()], cpus_per_worker=cpus_per_worker,
+                           storage=train_storage, name=tune.get_context().get_trial_name())
     trainer.fit()
 
 
