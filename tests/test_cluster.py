@@ -113,6 +113,23 @@ def test_sweep_trials_run_on_both_nodes_into_s3(cluster, s3, tmp_path: Path) -> 
         assert table.read() == (tmp_path / "out" / "trials.csv").read_bytes()
 
 
+def test_sweep_of_two_worker_trials_exports_from_s3(cluster, s3, tmp_path: Path) -> None:
+    """`--workers 2`: one trial = a DDP group over both nodes, its Ray Train checkpoints in S3."""
+    space = tmp_path / "space-ddp.yaml"
+    space.write_text("lr: {choice: [0.003]}\nepochs: 2\n")
+    command = [*_tune(cluster, tmp_path, "s3://sweeps/tune", "--num-samples", "1", "--scheduler", "none",
+                      "--workers", "2", "--name", "ddp-sweep", "--outputs", str(tmp_path / "out"), "batch_size=4")]
+    command[command.index("--space") + 1] = str(space)
+    done = subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=HANG_GUARD_S,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = _rows(tmp_path / "out" / "trials.csv")
+    assert row["status"] == "TERMINATED" and row["epochs"] == "2" and row["node_id"] in cluster.node_ids()
+    stored = _s3_names(s3, "sweeps/tune/ddp-sweep")
+    assert any(name.startswith("train/") and "/checkpoint_" in name for name in stored)  # Ray Train's, in S3
+    assert (tmp_path / "out" / "best" / "weights" / "cascade-tissue-best.safetensors").is_file()
+
+
 def test_ddp_puts_one_worker_on_each_node(cluster, tmp_path: Path) -> None:
     small = [*SMALL, "epochs=2", "batch_size=4", "t0=2", "threads=1", f"out_dir={tmp_path}"]
     train = [sys.executable, "-m", "training.train", "--config", "training/configs/cascade_tissue.yaml"]

@@ -88,8 +88,11 @@ class _OnDevice:
 
 def _checkpoint_report(run_dir: Path, metrics: dict[str, float], chief: bool) -> None:
     """`ray.train.report` on every rank (Ray waits for all); the chief attaches the checkpoint."""
+    import ray
     import ray.train
 
+    # Tune keeps rank 0's metrics: trials.csv then names the node of a distributed trial's rank 0.
+    metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
     if not chief:
         ray.train.report(metrics)
         return

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from training.cluster import is_uri
 from training.config import TrainConfig, save_config
 from tune.trainables import METRIC
 
@@ -65,7 +66,19 @@ def best_config(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{**base.to_dict(), **params, "name": f"{base.name}-best"})
 
 
-def _best_run(result: Any, target: Path, config: TrainConfig, config_file: Path) -> Path | None:
+def _train_checkpoint(path: str, storage: str) -> Any:
+    """Ray Train's checkpoint at `path` on the sweep's storage. Ray reports it as a path inside the
+    storage's file system (no s3:// in front), so for a URI storage the file system comes from there."""
+    from ray.train import Checkpoint
+
+    if is_uri(storage) and not is_uri(path):
+        import pyarrow.fs
+
+        return Checkpoint(path, filesystem=pyarrow.fs.FileSystem.from_uri(storage)[0])
+    return Checkpoint(path)
+
+
+def _best_run(result: Any, target: Path, config: TrainConfig, config_file: Path, storage: str) -> Path | None:
     """Copy the best trial's checkpoint into `target` as a run folder; None when it has none.
 
     Its config.yaml is `config` (the sweep's own relative data paths, as the manifest wants them,
@@ -78,10 +91,8 @@ def _best_run(result: Any, target: Path, config: TrainConfig, config_file: Path)
         shutil.rmtree(target)
     if result.checkpoint is not None:
         result.checkpoint.to_directory(str(target))
-    else:  # on the experiment's storage: a folder, or a URI read through pyarrow
-        from ray.train import Checkpoint
-
-        Checkpoint(train_checkpoint).to_directory(str(target))
+    else:
+        _train_checkpoint(train_checkpoint, storage).to_directory(str(target))
     save_config(config, target / "config.yaml")
     (target / "command.txt").write_text(f"python -m training.train --config {config_file}\n")
     return target
@@ -105,7 +116,7 @@ def write_outputs(results: Any, path: Path, base: TrainConfig, opts: Any, val: A
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")
     config = best_config(base, best.config)
     save_config(config, path / "best.yaml")
-    run = _best_run(best, path / "best", config, path / "best.yaml")
+    run = _best_run(best, path / "best", config, path / "best.yaml", opts.storage)
     entry = None
     if run is not None:
         manifest = run / "weights_manifest.yaml"
