@@ -3,9 +3,9 @@
 Two `ray start` nodes of 1 CPU each, token authentication on. `python -m tune --address` runs on
 tiny real data (tissue-ddsm at 64x32, resnet18) as in tests/test_tune.py; a 1-CPU trial fits one
 per node, so two concurrent trials must use both nodes, and a 2-worker DDP run puts one worker on
-each. One sweep keeps its state in S3 (`--storage s3://...`, a moto server on 127.0.0.1 that
-every node reaches), the others in a folder. The head is killed mid-sweep, the cluster restarted,
-and `--resume` finishes the sweep.
+each. Two sweeps keep their state in S3 (`--storage s3://...`, a moto server on 127.0.0.1 that
+every node reaches), one of them of a `--workers 2` trial; the others use a folder. The head is
+killed mid-sweep, the cluster restarted, and `--resume` finishes the sweep.
 """
 
 from __future__ import annotations
