@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from eval.runner import PromptSpec
 
 KINDS_HELP = ("KIND:PATH; KIND is tissue-ddsm, mias, mias-roi, mias-outlined, cdd-cesm, glam-exam, "
-              "cbis-ddsm (TCIA description CSVs + DICOM tree), mass-seg-08 (Tiryaki's split folders), "
+              "cbis-ddsm (TCIA description CSVs + DICOM tree), ddsm-films (DDSM films by case volume: images.csv), "
+              "cdd-cesm-subtracted (cdd_cesm/subtracted/{Benign,Malignant,Normal}), mass-seg-08 (Tiryaki's split folders), "
               "deepmica-png (DeepMiCa's Datasets/{INbreast,CBIS_DDSM}/{AllPng,Masks,csv}), dicom-folder, "
               "folder (images + optional masks/ and labels.csv) or csv (image_path, mask_path, benign_label, "
-              "malignant_label, patient_id)")
+              "malignant_label, patient_id, acquisition)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -20,9 +20,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mammo.evidence import result_evidence
 from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import Result
 from mammo.viz import downscale_for_view, overlay_masks, view_size
+from mammo.weights import evidence_for
 
 # PNG settings per kind of picture. Measured with cv2.imencode, one thread, median of 5, on the
 # cascade/glam outputs of example DICOM 1-130 (4432x2864; overlay 2048x1323 RGB, visualization
@@ -119,6 +121,7 @@ def result_summary(result: Result, meta: ImageMeta) -> dict[str, Any]:
         "pipeline": result.pipeline,
         "weights_sha256": result.weights_sha256,
         "scores": {k: float(v) for k, v in result.scores.items()},
+        "evidence": result_evidence(result.scores, evidence_for(result.weights_sha256), meta.acquisition),
         "mask_pixels": {k: int(np.count_nonzero(v)) for k, v in result.masks.items()},
         "patches": [vars(p) for p in result.patches],
         "findings": finding_rows(result),

@@ -19,7 +19,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from mammo.calibration import Temperature
+from mammo.evidence import Evidence, EvidenceError, parse_evidence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = REPO_ROOT / "weights_manifest.yaml"
@@ -38,6 +39,7 @@ _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 _VERIFIED: dict[tuple[str, int, int], str] = {}
+_MANIFEST_CACHE: dict[str, Any] = {}
 
 
 class ManifestError(ValueError):
@@ -106,6 +108,8 @@ class WeightsEntry:
     licence: str
     pretrained: PretrainedInfo | None = None  # optional key; None: trained from random weights
     calibration: CalibrationInfo | None = None  # optional key; None: scores are shipped uncalibrated
+    # optional key: class -> held-out AUCs per data source (`mammo.evidence`); empty: never measured
+    evidence: Mapping[str, tuple[Evidence, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _fail(where: str, key: str, problem: str) -> ManifestError:
@@ -200,7 +204,7 @@ def _parse_metrics(raw: Mapping[str, Any], where: str) -> Mapping[str, float]:
     return MappingProxyType({key: float(value) for key, value in metrics.items()})
 
 
-_OPTIONAL_KEYS = ("pretrained", "calibration")
+_OPTIONAL_KEYS = ("pretrained", "calibration", "evidence")
 _ENTRY_KEYS = tuple(k for k in WeightsEntry.__dataclass_fields__ if k not in _OPTIONAL_KEYS)
 
 
@@ -231,6 +235,15 @@ def _parse_calibration(raw: Mapping[str, Any], where: str) -> CalibrationInfo | 
     return CalibrationInfo(_str(info, "fitted_on", sub), MappingProxyType(classes))
 
 
+def _parse_evidence(raw: Mapping[str, Any], classes: tuple[str, ...], where: str) -> Mapping[str, tuple[Evidence, ...]]:
+    if raw.get("evidence") is None:
+        return MappingProxyType({})
+    try:
+        return MappingProxyType(dict(parse_evidence(raw["evidence"], classes, f"{where}.evidence")))
+    except EvidenceError as error:
+        raise ManifestError(f"weights manifest, {error}") from None
+
+
 def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
     """Validate one raw manifest entry (a mapping) and return it typed.
 
@@ -245,6 +258,7 @@ def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
     framework = _str(raw, "framework", where)
     if framework not in FRAMEWORKS:
         raise _fail(where, "framework", f"{framework!r} is not one of {', '.join(FRAMEWORKS)}")
+    classes = _parse_classes(raw, where)
     return WeightsEntry(
         name=_str(raw, "name", where),
         pipeline=_str(raw, "pipeline", where),
@@ -255,12 +269,13 @@ def parse_entry(raw: Any, index: int = 0) -> WeightsEntry:
         size_bytes=_int(raw["size_bytes"], "size_bytes", where),
         hub=_parse_hub(raw, where),
         input_size=_parse_input_size(raw, where),
-        classes=_parse_classes(raw, where),
+        classes=classes,
         training=_parse_training(raw, where),
         metrics=_parse_metrics(raw, where),
         licence=_str(raw, "licence", where),
         pretrained=_parse_pretrained(raw, where),
         calibration=_parse_calibration(raw, where),
+        evidence=_parse_evidence(raw, classes, where),
     )
 
 
@@ -307,6 +322,25 @@ def get_entry(name: str, path: str | Path | None = None) -> WeightsEntry:
         valid = ", ".join(entries) or "(none: the manifest has no entries yet)"
         raise KeyError(f"no weights called {name!r} in {manifest_path(path)}; valid names: {valid}")
     return entries[name]
+
+
+def evidence_for(weights_sha256: str, path: str | Path | None = None) -> dict[str, tuple[Evidence, ...]]:
+    """class -> held-out measurements of the weights a `Result` names (its `weights_sha256`: one
+    full hash, or "+"-joined 16-hex prefixes of several files); the first entry listing a class
+    wins. {} when no entry matches or none has evidence."""
+    parts = [p for p in weights_sha256.lower().split("+") if len(p) >= 16]
+    if not parts:
+        return {}
+    source = manifest_path(path)
+    key = (str(source.resolve()), source.stat().st_mtime_ns)
+    if _MANIFEST_CACHE.get("key") != key:  # eval asks once per image: parse the file once
+        _MANIFEST_CACHE.update(key=key, entries=load_manifest(source))
+    found: dict[str, tuple[Evidence, ...]] = {}
+    for entry in _MANIFEST_CACHE["entries"].values():
+        if any(entry.sha256.startswith(p) for p in parts):
+            for name, measured in entry.evidence.items():
+                found.setdefault(name, measured)
+    return found
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,4 +1,5 @@
-"""Write the fixed patient-level train/val/test splits: splits/{tissue_ddsm,mias,mias_roi,cdd_cesm}.csv.
+"""Write the fixed patient-level train/val/test splits: splits/{tissue_ddsm,mias,mias_roi,cdd_cesm,
+cdd_cesm_subtracted,ddsm_films}.csv.
 
 Usage (from the repository root; `make splits` does this):
 
@@ -16,7 +17,11 @@ Method (deterministic; the committed CSVs are its output with the defaults, seed
 - Strata: tissue_ddsm by DDSM case letter (A/B/C/D); mias by whether the patient (image pair
   mdb2k-1 + mdb2k) has any malignant image, so val and test get malignant cases; cdd_cesm one
   stratum (all its images are malignant), and a patient's DM and CM images share the patient id
-  so always stay together; mias_roi is not drawn: each crop takes the split of its MIAS patient.
+  so always stay together; mias_roi is not drawn: each crop takes the split of its MIAS patient;
+  ddsm_films by DDSM volume (cancer, benign, benign_without_callback, normal), patient = case;
+  cdd_cesm_subtracted: a patient already in cdd_cesm keeps that split (the cascade's lesion stage
+  was trained on cdd_cesm's train patients, so its val/test patients must stay unseen), the
+  others are drawn by their worst pathology (Malignant > Benign > Normal) with the same rule.
 - CSV: header `image_id,patient_id,split`, rows sorted by image_id, "\\n" line ends.
 """
 
@@ -34,7 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from a clone: use the mammo next to it
 
-from mammo.datasets import CddCesm, DatasetLoader, Mias, MiasROI, TissueDDSM  # noqa: E402
+from mammo.datasets import (  # noqa: E402
+    CddCesm,
+    CddCesmSubtracted,
+    DatasetLoader,
+    DdsmFilms,
+    Mias,
+    MiasROI,
+    TissueDDSM,
+)
 
 SEED = 20240607
 FRACTIONS = {"test": 0.15, "val": 0.15}
@@ -100,12 +113,35 @@ def make_all(data: Path, seed: int) -> dict[str, list[tuple[str, str, str]]]:
     missing = sorted({ref.patient_id for ref in roi.refs} - set(mias_split))
     if missing:
         raise SystemExit(f"mias_roi crops of patients without MIAS images: {missing}")
+    cdd_split = assign_patients({"all": sorted(set(cdd.patient_ids))}, "cdd_cesm", seed)
+    subtracted = CddCesmSubtracted(data / "cdd_cesm")
+    films = DdsmFilms(data / "ddsm_films")
+    volumes: dict[str, list[str]] = {}
+    for ref in films.refs:
+        volumes.setdefault(ref.info["volume"], []).append(ref.patient_id)
     return {
         "tissue_ddsm": rows_for(tissue, assign_patients(tissue_strata, "tissue_ddsm", seed)),
         "mias": rows_for(mias, mias_split),
         "mias_roi": rows_for(roi, mias_split),
-        "cdd_cesm": rows_for(cdd, assign_patients({"all": sorted(set(cdd.patient_ids))}, "cdd_cesm", seed)),
+        "cdd_cesm": rows_for(cdd, cdd_split),
+        "cdd_cesm_subtracted": rows_for(subtracted, extend_split(subtracted, cdd_split, "cdd_cesm_subtracted", seed)),
+        "ddsm_films": rows_for(films, assign_patients(volumes, "ddsm_films", seed)),
     }
+
+
+def worst_pathology(labels: list[dict]) -> str:
+    """The stratum of a CDD-CESM patient: malignant if any image is, else benign if any, else normal."""
+    if any(x["malignant"] for x in labels):
+        return "malignant"
+    return "benign" if any(x["benign"] for x in labels) else "normal"
+
+
+def extend_split(loader: DatasetLoader, fixed: dict[str, str], dataset: str, seed: int) -> dict[str, str]:
+    """Patients already placed keep `fixed`; the others are drawn by `worst_pathology`."""
+    strata = strata_of(loader, worst_pathology)
+    new = {name: [p for p in patients if p not in fixed] for name, patients in strata.items()}
+    drawn = assign_patients({name: p for name, p in new.items() if p}, dataset, seed)
+    return {**drawn, **{p: s for p, s in fixed.items() if p in set(loader.patient_ids)}}
 
 
 def summary(rows: list[tuple[str, str, str]]) -> str:

@@ -53,11 +53,11 @@ def write_png16(path: Path, shape: tuple[int, int] = (300, 200)) -> Path:
 # -- mammo.demo, in-process --------------------------------------------------------------------
 def test_menu_lists_every_pipeline_and_variant() -> None:
     choices = {c.name: c for c in demo.pipeline_choices()}
-    assert {"breast", "cascade", "cascade:fgt", "glam", "glam:joint"} <= set(choices)
+    assert {"breast", "cascade", "cascade:fgt", "glam", "glam:sep"} <= set(choices)
     assert choices["breast"].available and choices["breast"].reason == ""
     assert all(c.description for c in choices.values())
-    assert ("glam:joint (unavailable)", "glam:joint") in demo.menu_items(list(choices.values())) \
-        or choices["glam:joint"].available
+    assert ("glam:sep (unavailable)", "glam:sep") in demo.menu_items(list(choices.values())) \
+        or choices["glam:sep"].available
 
 
 def test_missing_weights_listed_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,23 +78,23 @@ def test_manifest_without_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("entries: []\n")
     monkeypatch.setenv("MAMMO_WEIGHTS_MANIFEST", str(manifest))
-    assert demo.availability("glam:joint") == (False, "the weights manifest has no weights for 'glam' yet")
+    assert demo.availability("glam:sep") == (False, "the weights manifest has no weights for 'glam' yet")
 
 
 def test_variant_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    """glam -> glam-sep only; a missing glam-joint makes glam:joint alone unavailable."""
+    """glam -> glam-joint only; a missing glam-sep makes glam:sep alone unavailable."""
     from dataclasses import replace
 
     from mammo.weights import load_manifest
 
     entries = load_manifest()
-    entries.pop("glam-joint", None)
-    entries["glam-sep"] = replace(entries["cascade-tissue"], name="glam-sep", pipeline="glam")
-    assert demo.required_weights("glam", entries) == ["glam-sep"]
+    entries.pop("glam-sep", None)
+    entries["glam-joint"] = replace(entries["cascade-tissue"], name="glam-joint", pipeline="glam")
+    assert demo.required_weights("glam", entries) == ["glam-joint"]
     assert demo.required_weights("cascade:fgt", entries) == ["cascade-tissue", "cascade-lesion"]
     assert demo.availability("glam", entries) == (True, "")
-    reason = "the weights manifest has no entry 'glam-joint' yet"
-    assert demo.availability("glam:joint", entries) == (False, reason)
+    reason = "the weights manifest has no entry 'glam-sep' yet"
+    assert demo.availability("glam:sep", entries) == (False, reason)
 
 
 def test_breast_prediction_and_downloads(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_every_variant_has_a_note_and_the_default_comes_first():
 
 def test_names_and_descriptions_cover_every_variant():
     names = catalog.names()
-    assert names == ["breast", "cascade", "cascade:fgt", "glam", "glam:joint", "cesm-unet", "tiryaki-mass", "deepmica", "deepmica:explain",
+    assert names == ["breast", "cascade", "cascade:fgt", "glam", "glam:sep", "cesm-unet", "tiryaki-mass", "deepmica", "deepmica:explain",
                      "box-lesion", "box-lesion:plain"]
     assert "fibroglandular region's bounding box" in catalog.describe("cascade:fgt")
     assert "breast's bounding box" in catalog.describe("cascade")
@@ -49,8 +49,8 @@ def test_cli_lists_what_the_catalog_lists():
 
 
 @pytest.mark.parametrize(("asked", "full"), [("cascade", "cascade"), ("cascade:breast", "cascade"),
-                                             ("cascade:fgt", "cascade:fgt"), ("glam:sep", "glam"),
-                                             ("glam:joint", "glam:joint"), ("breast", "breast")])
+                                             ("cascade:fgt", "cascade:fgt"), ("glam:joint", "glam"),
+                                             ("glam:sep", "glam:sep"), ("breast", "breast")])
 def test_full_name(asked, full):
     assert registry.full_name(asked) == full
 

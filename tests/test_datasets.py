@@ -39,7 +39,7 @@ def ring(mask: np.ndarray, width: int) -> np.ndarray:
 # -- registry and errors ------------------------------------------------------------------------
 def test_registry_and_unknown_kind(tmp_path: Path) -> None:
     assert set(LOADERS) == {"tissue-ddsm", "mias", "mias-roi", "mias-outlined", "cdd-cesm", "glam-exam",
-                            "cbis-ddsm", "mass-seg-08", "deepmica-png", "dicom-folder", "folder", "csv"}
+                            "cbis-ddsm", "ddsm-films", "cdd-cesm-subtracted", "mass-seg-08", "deepmica-png", "dicom-folder", "folder", "csv"}
     with pytest.raises(MammoInputError, match="valid kinds: tissue-ddsm, mias"):
         load_dataset("inbreast", tmp_path)
 

@@ -302,8 +302,8 @@ def test_cbis_ddsm_dicoms(cbis_dicoms: list[Path]) -> None:
         assert 4000 <= image.shape[0] <= 5200 and 2300 <= image.shape[1] <= 3200
         assert image.max() > 0.8 and meta.transfer_syntax == uid.RLELossless.name
         # the file's own label is its PatientID, e.g. "Mass-Test_P_00173_LEFT_CC"
-        assert (meta.laterality, meta.view) == parse_filename(meta.patient_id)
-        assert meta.sources == {"laterality": "Laterality", "view": "PatientOrientation"}
+        assert meta.sources == {"laterality": "Laterality", "view": "PatientOrientation", "acquisition": "SOPClassUID"}
+        assert meta.acquisition == "film"  # Secondary Capture of a scanned film
         # the stored convention: left breast -> chest wall on the left edge, right -> right
         assert chest_wall_side(image) == ("left" if meta.laterality == "L" else "right")
 

@@ -73,6 +73,11 @@ class TrainConfig:
     glam_encoder_init: str = ""          # both EfficientNet-Lite0 modules start from this segmenter's encoder
                                          # (a run's best.pt or a .safetensors of the cascade lesion stage)
     glam_balance: bool = False           # weigh each class's positives by n_negative / n_positive (train split)
+    glam_input_mode: str = "plain"       # "plain" or "breast_only" (background zeroed, breast grey levels stretched)
+    # Further labelled sets trained together with `dataset` (each a mapping with keys dataset,
+    # data_root, split and optional image_types); validation reports each source's AUCs apart.
+    glam_sources: list[dict] = field(default_factory=list)
+    glam_select: str = "mean"            # score = "mean" of benign+malignant AUC, or "malignant" (mean over sources)
     # DeepMiCa (task "deepmica"): the patch segmenter on MIAS pseudo-masks (training.deepmica)
     deepmica_work_mm: float = 0.2        # pixel side the network sees (MIAS's 200 µm; the pipeline's too)
     deepmica_source_mm: float = 0.2      # pixel side of images without a DICOM spacing (INbreast 0.07, CBIS 0.05)
@@ -113,6 +118,13 @@ class TrainConfig:
             raise ValueError(f"ce_class_weights: one weight per tissue class {TISSUE_CLASSES}, tissue task only")
         if self.extra_positives_repeat < 1:
             raise ValueError(f"extra_positives_repeat must be at least 1, got {self.extra_positives_repeat}")
+        for source in self.glam_sources:
+            if not isinstance(source, dict) or not {"dataset", "data_root", "split"} <= set(source):
+                raise ValueError(f"glam_sources: each entry needs dataset, data_root and split, got {source!r}")
+        if self.glam_input_mode not in ("plain", "breast_only"):
+            raise ValueError(f"glam_input_mode must be 'plain' or 'breast_only', not {self.glam_input_mode!r}")
+        if self.glam_select not in ("mean", "malignant"):
+            raise ValueError(f"glam_select must be 'mean' or 'malignant', not {self.glam_select!r}")
         if self.glam_scheme not in ("joint", "sep"):
             raise ValueError(f"glam_scheme must be 'joint' or 'sep', not {self.glam_scheme!r}")
 

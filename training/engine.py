@@ -63,8 +63,8 @@ def _state(model, opt, sched, epoch: int, best: float, history: list, elapsed: f
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """curves.png: training loss (left) and the validation score plus per-class Dice and
-    sensitivities (right)."""
+    """curves.png: training loss (left) and the validation score plus per-class Dice,
+    sensitivities and AUCs (per source where a run reports them) (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +74,7 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(epochs, [m["loss"] for m in history], marker=".")
     left.set(xlabel="epoch", ylabel="training loss", title=title)
-    keys = sorted(k for k in history[-1] if k.startswith(("dice_", "sens_")) or k == "score")
+    keys = sorted(k for k in history[-1] if k.startswith(("dice_", "sens_", "auc_")) or k == "score")
     for key in keys:
         right.plot(epochs, [m.get(key, np.nan) for m in history], label=key, lw=2.5 if key == "score" else 1)
     top = max([1.0] + [m.get(k, 0.0) for m in history for k in keys])  # deepmica's score reaches 1.25

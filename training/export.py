@@ -22,11 +22,16 @@ from training.config import TrainConfig, load_config
 DATA_NAMES = {"tissue-ddsm": "tissue-ddsm (60 DDSM MLO films, Tiryaki & Kaplanoglu 2022)",
               "cdd-cesm": "CDD-CESM (TCIA), DM and CM images",
               "mias": "mini-MIAS (322 MLO films), image labels only: benign = any B finding, "
-                      "malignant = any M finding, normal = 0/0; the lesion circles are not used"}
+                      "malignant = any M finding, normal = 0/0; the lesion circles are not used",
+              "ddsm-films": "DDSM films (934 images, 513 cases), case labels: cancer volume = malignant, benign and "
+                            "benign_without_callback = benign, normal = 0/0",
+              "cdd-cesm-subtracted": "CDD-CESM contrast-subtracted images (791), pathology: Malignant, Benign, Normal"}
 LICENCES = {"tissue-ddsm": "GPL-3.0 (trained on GPLv3 data)",
             "cdd-cesm": "research use; trained on TCIA data (TCIA data usage policy)",
             "mias": "research use; trained on mini-MIAS (cite the MIAS database)",
-            "mias-outlined": "research use; trained on mini-MIAS and its mass outlines (cite the MIAS database)"}
+            "mias-outlined": "research use; trained on mini-MIAS and its mass outlines (cite the MIAS database)",
+            "ddsm-films": "research use; trained on DDSM (cite the DDSM), CDD-CESM (TCIA data usage policy) "
+                          "and mini-MIAS (cite the MIAS database)"}
 
 
 def data_description(config: TrainConfig) -> str:
@@ -36,6 +41,9 @@ def data_description(config: TrainConfig) -> str:
                 f"specks touching the CALC circles of the training split, detector {config.deepmica_pseudo}); "
                 "256x256 patches around those circles, and as many from calcification-free (NORM) films")
     text = DATA_NAMES.get(config.dataset, config.dataset)
+    if config.task == "glam" and config.glam_sources:  # one network, several labelled sets
+        extra = [f"{DATA_NAMES.get(s['dataset'], s['dataset'])} ({s['split']})" for s in config.glam_sources]
+        return f"{text} ({config.split}); " + "; ".join(extra) + "; training rows of each split only"
     if config.negative_dataset and config.task == "lesion":
         kinds = (f"lesion-free films as negatives and its films whose every mass is outlined as positives "
                  f"({config.extra_positives_repeat}x each)") if config.extra_positives else "lesion-free films as negatives"

@@ -18,7 +18,7 @@ run then starts from that (`init_from`). MIAS's own circles are still never used
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -37,14 +37,15 @@ from mammo.models import torch_glam
 @dataclass
 class LabelledImages:
     """Prepared inputs of one split: x float32 (N, 1, h, w) in [0, 1], y float32 (N, 2), ids,
-    breast uint8 (N, h, w) in {0, 1} (where patches may go), and for pretraining the lesion
-    masks uint8 (N, h, w) in {0, 1}."""
+    breast uint8 (N, h, w) in {0, 1} (where patches may go), the dataset kind of each image
+    (`sources`), and for pretraining the lesion masks uint8 (N, h, w) in {0, 1}."""
 
     x: np.ndarray
     y: np.ndarray
     ids: list[str]
     breast: np.ndarray
     masks: np.ndarray | None = None
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,30 +58,41 @@ def glam_config(config: TrainConfig) -> torch_glam.GlamConfig:
         num_patches=config.glam_num_patches, patch_size=tuple(config.glam_patch_size),
         top_t_percent=config.glam_top_t, local_stride=config.glam_local_stride,
         local_stages=config.glam_local_stages, global_encoder=config.glam_global_encoder,
-        local_encoder=config.glam_local_encoder)
+        local_encoder=config.glam_local_encoder, input_mode=config.glam_input_mode)
+
+
+def sources_of(config: TrainConfig) -> list[dict]:
+    """The labelled sets of a run: the config's own dataset first, then `glam_sources`."""
+    first = {"dataset": config.dataset, "data_root": config.data_root, "split": config.split,
+             "image_types": config.image_types}
+    return [first, *config.glam_sources]
 
 
 def load_labelled(config: TrainConfig, split: str) -> LabelledImages:
-    """Read and prepare every image of `split` of the configured dataset (labels only, no masks)."""
+    """Read and prepare every image of `split` of each configured source (labels only, no masks)."""
     from mammo.pipelines.glam import prepare_input
     from mammo.preprocess.framing import frame_mask
 
-    ds = load_dataset(config.dataset, config.data_root, split=f"{config.split}:{split}")
-    pretrain = config.dataset == "cdd-cesm"
-    keep = [i for i, r in enumerate(ds.refs) if not pretrain or r.info.get("image_type") in config.image_types]
-    xs, ys, ids, masks, breasts = [], [], [], [], []
-    for i in tqdm(keep, desc=f"preparing {split}", unit="img", leave=False):
-        sample = ds[i]
-        x, breast, framing = prepare_input(sample.image, sample.meta, tuple(config.input_size))
-        xs.append(x[None])
-        breasts.append(breast.astype(np.uint8))
-        ys.append([float(sample.labels["benign"] or 0), float(sample.labels["malignant"] or 0)])
-        ids.append(sample.image_id)
-        if pretrain:
-            lesion = sample.masks.get("lesion", np.zeros(sample.image.shape, bool))
-            masks.append(frame_mask(lesion.astype(np.uint8), framing))
+    pretrain = config.dataset == "cdd-cesm" and not config.glam_sources
+    xs, ys, ids, masks, breasts, kinds = [], [], [], [], [], []
+    for source in sources_of(config):
+        ds = load_dataset(source["dataset"], source["data_root"], split=f"{source['split']}:{split}")
+        types = source.get("image_types") or ["DM", "CM"]
+        keep = [i for i, r in enumerate(ds.refs) if r.info.get("image_type", "CM") in types]
+        for i in tqdm(keep, desc=f"preparing {source['dataset']} {split}", unit="img", leave=False):
+            sample = ds[i]
+            x, breast, framing = prepare_input(sample.image, sample.meta, tuple(config.input_size),
+                                               config.glam_input_mode)
+            xs.append(x[None])
+            breasts.append(breast.astype(np.uint8))
+            ys.append([float(sample.labels["benign"] or 0), float(sample.labels["malignant"] or 0)])
+            ids.append(sample.image_id)
+            kinds.append(source["dataset"])
+            if pretrain:
+                lesion = sample.masks.get("lesion", np.zeros(sample.image.shape, bool))
+                masks.append(frame_mask(lesion.astype(np.uint8), framing))
     return LabelledImages(np.stack(xs).astype(np.float32), np.asarray(ys, np.float32), ids, np.stack(breasts),
-                          np.stack(masks) if pretrain else None)
+                          np.stack(masks) if pretrain else None, kinds)
 
 
 class AugmentedImages(Dataset):
@@ -106,9 +118,22 @@ class AugmentedImages(Dataset):
 
 def build_augment(config: TrainConfig):  # -> albumentations.Compose
     """Vertical flips (a left-right flip would undo the canonical orientation), small affine moves,
-    brightness/contrast and noise: none changes whether a lesion is in the image."""
+    brightness/contrast and noise: none changes whether a lesion is in the image. With
+    `augment: strong`, also height and width scaled apart (one source is stretched to squares),
+    gamma, blur or sharpening and a coarse grid distortion, so no source's look is a shortcut."""
     import albumentations as A
 
+    if config.augment == "strong":
+        return A.Compose([
+            A.VerticalFlip(p=0.5),
+            A.Affine(rotate=(-15, 15), translate_percent=(-0.06, 0.06), scale={"x": (0.75, 1.25), "y": (0.85, 1.15)},
+                     p=0.8, border_mode=0, fill=0, fill_mask=0),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.25, p=0.7),
+            A.RandomGamma(gamma_limit=(70, 150), p=0.5),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.Sharpen(alpha=(0.1, 0.3))], p=0.3),
+            A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=0, p=0.3),
+            A.GaussNoise(std_range=(0.01, 0.04), p=0.4),
+        ], seed=config.seed)
     return A.Compose([
         A.VerticalFlip(p=0.5),
         A.Affine(rotate=(-10, 10), translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), p=0.7,
@@ -222,7 +247,7 @@ class GlamTask:
 
     def loss(self, model, batch, epoch: int):
         x, y, mask, breast = batch
-        if self.config.dataset == "cdd-cesm":
+        if self.config.dataset == "cdd-cesm" and not self.config.glam_sources:
             return pretrain_loss(model, x, mask)
         scheme = self.scheme(epoch)
         torch_glam.freeze_global(model, scheme == "sep_local")
@@ -240,6 +265,20 @@ class GlamTask:
             auc = roc_auc(val.y[:, k].astype(int), pred[:, k])
             metrics[f"auc_{name}"] = 0.5 if auc is None else auc
         metrics["score"] = (metrics["auc_benign"] + metrics["auc_malignant"]) / 2
+        kinds = sorted(set(val.sources))
+        if len(kinds) > 1:
+            # Pooled AUC mixes sources of different prevalence; each source is reported apart and
+            # "malignant" selection averages them, so no one source's look decides.
+            per_source = []
+            for kind in kinds:
+                rows = np.asarray([s == kind for s in val.sources])
+                auc = roc_auc(val.y[rows, 1].astype(int), pred[rows, 1])
+                metrics[f"auc_malignant_{kind.replace('-', '_')}"] = 0.5 if auc is None else auc
+                per_source.append(0.5 if auc is None else auc)
+            if self.config.glam_select == "malignant":
+                metrics["score"] = float(np.mean(per_source))
+        elif self.config.glam_select == "malignant":
+            metrics["score"] = metrics["auc_malignant"]
         return metrics
 
     def log_images(self, writer, model, data: LabelledImages, epoch: int) -> None:

@@ -8,7 +8,8 @@
     sample.labels             # {"benign": 0/1/None, "malignant": 0/1/None}
 
 Kinds: see `LOADERS`. Splits: "train"/"val"/"test" pick rows of the committed
-`splits/<kind>.csv` (tissue-ddsm, mias, mias-roi, cdd-cesm); a CSV path restricts to its rows.
+`splits/<kind>.csv` (tissue-ddsm, mias, mias-roi, cdd-cesm, cdd-cesm-subtracted, ddsm-films); a CSV
+path restricts to its rows.
 `folder` and `csv` read the user's own images (see `mammo.datasets.folder`).
 """
 
@@ -19,6 +20,8 @@ from pathlib import Path
 from mammo.datasets.base import DatasetLoader, Sample, SampleRef
 from mammo.datasets.cbis_ddsm import CbisDDSM
 from mammo.datasets.cdd_cesm import CddCesm
+from mammo.datasets.cdd_cesm_subtracted import CddCesmSubtracted
+from mammo.datasets.ddsm_films import DdsmFilms
 from mammo.datasets.deepmica_png import DeepMiCaPng
 from mammo.datasets.dicom_folder import DicomFolder
 from mammo.datasets.folder import CsvList, ImageFolder
@@ -36,6 +39,8 @@ LOADERS: dict[str, type[DatasetLoader]] = {
     "mias-roi": MiasROI,
     "mias-outlined": MiasOutlined,
     "cdd-cesm": CddCesm,
+    "cdd-cesm-subtracted": CddCesmSubtracted,
+    "ddsm-films": DdsmFilms,
     "glam-exam": GlamExam,
     "cbis-ddsm": CbisDDSM,
     "mass-seg-08": MassSeg08,
@@ -67,6 +72,8 @@ __all__ = [
     "LOADERS",
     "CbisDDSM",
     "CddCesm",
+    "CddCesmSubtracted",
+    "DdsmFilms",
     "CsvList",
     "DatasetLoader",
     "DeepMiCaPng",

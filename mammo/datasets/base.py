@@ -192,6 +192,15 @@ def check_mask_shape(mask: np.ndarray, image: np.ndarray, what: str) -> None:
         raise MammoInputError(f"{what}: mask shape {mask.shape} differs from image shape {image.shape}")
 
 
+def fill_acquisition(meta: ImageMeta, acquisition: str) -> ImageMeta:
+    """Set meta.acquisition ("film", "digital", "cesm") from what the data set's publisher says,
+    where the reader could not tell (rasters); source "dataset"."""
+    if meta.acquisition is None:
+        meta.acquisition = acquisition
+        meta.sources["acquisition"] = "dataset"
+    return meta
+
+
 def fill_view(meta: ImageMeta, laterality: str | None, view: str | None) -> ImageMeta:
     """Set meta.laterality / meta.view from the file name where the reader left them None."""
     if meta.laterality is None and laterality:

@@ -18,6 +18,7 @@ from mammo.datasets.base import (
     DatasetLoader,
     Sample,
     SampleRef,
+    fill_acquisition,
     check_mask_shape,
     fill_view,
     labels_from_flags,
@@ -112,6 +113,8 @@ class CddCesm(DatasetLoader):
         row = ref.info["row"]
         extra = {"image_type": ref.info["image_type"]}
         extra.update({key: row.get(col or key) for key, col in EXTRA_COLUMNS.items()})
-        return Sample(image=image, meta=fill_view(meta, ref.info["side"], ref.info["view"]), masks=masks,
+        meta = fill_acquisition(fill_view(meta, ref.info["side"], ref.info["view"]),
+                                "cesm" if ref.info["image_type"] == "CM" else "digital")
+        return Sample(image=image, meta=meta, masks=masks,
                       labels=dict(ref.labels), patient_id=ref.patient_id, image_id=ref.image_id,
                       extra=extra)

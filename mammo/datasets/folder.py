@@ -9,7 +9,9 @@
                                          benign_label, malignant_label, patient_id
 
 `csv`: one CSV file with columns `image_path` and optional `mask_path` (a lesion mask),
-`benign_label`, `malignant_label`, `patient_id`; relative paths are relative to the CSV's folder.
+`benign_label`, `malignant_label`, `patient_id`, `acquisition` (film, digital or cesm: how the image
+was made, for rasters whose header cannot say; it decides which held-out AUC a score is shown
+with, `mammo.evidence`); relative paths are relative to the CSV's folder.
 
 In both, the patient id is the `patient_id` column where given, else the image's stem (each image
 its own patient). Labels: 1/true/yes and 0/false/no; anything else (empty, "nan") is unknown.
@@ -27,11 +29,13 @@ from mammo.datasets.base import (
     Sample,
     SampleRef,
     check_mask_shape,
+    fill_acquisition,
     labels_from_flags,
     read_binary_mask,
 )
 from mammo.errors import MammoInputError
 from mammo.io import read_image
+from mammo.io.acquisition import check_acquisition
 from mammo.pipelines.base import STANDARD_CLASSES
 
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".tif", ".tiff")
@@ -124,7 +128,7 @@ class CsvList(DatasetLoader):
 
     kind = "csv"
     layout = ("a CSV file with columns image_path and optional mask_path, benign_label, malignant_label, "
-              "patient_id (paths relative to the CSV's folder)")
+              "patient_id, acquisition (film, digital or cesm) (paths relative to the CSV's folder)")
 
     def __init__(self, root: str | Path, split: str | Path | None = None) -> None:
         self.csv_path = Path(root)
@@ -146,7 +150,14 @@ class CsvList(DatasetLoader):
             image_id = stem if stems[stem] == 1 else f"{stem}_{stems[stem] - 1}"
             masks = {"lesion": self.root / row["mask_path"]} if row.get("mask_path") else {}
             labels = labels_from_flags(parse_flag(row.get("benign_label")), parse_flag(row.get("malignant_label")))
-            refs.append(SampleRef(image_id, row.get("patient_id") or image_id, path, labels, {"masks": masks}))
+            acquisition = None
+            if row.get("acquisition"):
+                try:
+                    acquisition = check_acquisition(row["acquisition"], f"{self.csv_path} line {number}")
+                except ValueError as error:
+                    raise self.layout_error(str(error)) from None
+            refs.append(SampleRef(image_id, row.get("patient_id") or image_id, path, labels,
+                                  {"masks": masks, "acquisition": acquisition}))
         return refs
 
     def _load(self, ref: SampleRef) -> Sample:
@@ -155,5 +166,7 @@ class CsvList(DatasetLoader):
         if missing:
             raise MammoInputError(f"{ref.image_id}: mask file not found: {', '.join(missing)}")
         masks = load_masks(ref.info["masks"], image, ref.image_id)
+        if ref.info["acquisition"]:
+            meta = fill_acquisition(meta, ref.info["acquisition"])
         return Sample(image=image, meta=meta, masks=masks, labels=dict(ref.labels),
                       patient_id=ref.patient_id, image_id=ref.image_id)

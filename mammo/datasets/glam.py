@@ -25,6 +25,7 @@ from mammo.datasets.base import (
     DatasetLoader,
     Sample,
     SampleRef,
+    fill_acquisition,
     fill_view,
     labels_from_flags,
     read_binary_mask,
@@ -132,6 +133,7 @@ class GlamExam(DatasetLoader):
         elif ref.labels == {"benign": 0, "malignant": 0}:
             masks["lesion"] = np.zeros(image.shape, dtype=bool)
         laterality, short_view = view.split("-")
-        return Sample(image=image, meta=fill_view(meta, laterality, short_view), masks=masks,
+        meta = fill_acquisition(fill_view(meta, laterality, short_view), "digital")  # NYU's FFDM exam
+        return Sample(image=image, meta=meta, masks=masks,
                       labels=dict(ref.labels), patient_id=ref.patient_id, image_id=ref.image_id,
                       extra=extra)

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mammo.datasets.base import DatasetLoader, Sample, SampleRef, labels_from_flags
+from mammo.datasets.base import DatasetLoader, Sample, SampleRef, fill_acquisition, labels_from_flags
 from mammo.errors import MammoInputError
 from mammo.io import read_image
 
@@ -163,5 +163,5 @@ class Mias(DatasetLoader):
         masks, unlocated = circle_masks(rows, image.shape)
         extra = {"tissue": rows[0].tissue, "mask_shape": "circle", "unlocated": unlocated,
                  "rows": [(r.cls, r.severity, r.x, r.y, r.radius) for r in rows]}
-        return Sample(image=image, meta=meta, masks=masks, labels=dict(ref.labels),
+        return Sample(image=image, meta=fill_acquisition(meta, "film"), masks=masks, labels=dict(ref.labels),
                       patient_id=ref.patient_id, image_id=ref.image_id, extra=extra)

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mammo.datasets.base import UNKNOWN_LABELS, DatasetLoader, Sample, SampleRef, check_mask_shape, fill_view
+from mammo.datasets.base import (
+    UNKNOWN_LABELS,
+    DatasetLoader,
+    Sample,
+    SampleRef,
+    check_mask_shape,
+    fill_acquisition,
+    fill_view,
+)
 from mammo.errors import MammoInputError
 from mammo.io import read_image
 
@@ -81,6 +89,7 @@ class TissueDDSM(DatasetLoader):
         except OSError as err:
             raise MammoInputError(f"cannot read label image {label_path}: {err}") from err
         check_mask_shape(label, image, str(label_path))
-        return Sample(image=image, meta=fill_view(meta, ref.info["laterality"], ref.info["view"]),
+        meta = fill_acquisition(fill_view(meta, ref.info["laterality"], ref.info["view"]), "film")
+        return Sample(image=image, meta=meta,
                       masks=tissue_masks(label), labels=dict(ref.labels), patient_id=ref.patient_id,
                       image_id=ref.image_id, extra={"case_prefix": ref.info["case_prefix"]})

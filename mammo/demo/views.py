@@ -12,9 +12,11 @@ import cv2
 import numpy as np
 
 from mammo.demo.predict import Prediction
+from mammo.evidence import result_evidence
 from mammo.export import flags_line, make_overlay, meta_flags
 from mammo.pipelines.base import STANDARD_CLASSES, Result
 from mammo.viz import draw_boxes, heatmap_overlay, patch_labels, to_rgb8, view_size
+from mammo.weights import evidence_for
 
 DISPLAY_SIDE = 1024  # long side of the pictures sent to the page (a 4600x2800 PNG is ~10 MB)
 ARTIFACT_SIDE = 256   # smallest long side of an extra picture on the page (a 3 mm ROI at 0.2 mm is 16 px)
@@ -86,9 +88,19 @@ def patch_view(pred: Prediction, side: int = DISPLAY_SIDE) -> np.ndarray | None:
     return draw_boxes(to_rgb8(_shrink(pred.image, scale)), boxes, labels=patch_labels(pred.result.patches))
 
 
+def score_evidence(pred: Prediction) -> dict[str, dict]:
+    """class -> what may be shown of its score on this kind of image (`mammo.evidence.score_evidence`);
+    only the classes whose weights carry held-out measurements."""
+    return result_evidence(pred.result.scores, evidence_for(pred.result.weights_sha256), pred.meta.acquisition)
+
+
 def score_rows(pred: Prediction) -> list[dict[str, Any]]:
-    """Scores for a bar chart: [{"class": name, "score": float in [0, 1]}, ...] (may be empty)."""
-    return [{"class": name, "score": float(value)} for name, value in pred.result.scores.items()]
+    """Scores for a bar chart: [{"class": name, "score": float in [0, 1]}, ...] (may be empty).
+    A score whose classifier was not better than chance where it was measured is left out: the
+    summary says so instead of drawing a number."""
+    withheld = {name for name, shown in score_evidence(pred).items() if shown["score"] is None}
+    return [{"class": name, "score": float(value)} for name, value in pred.result.scores.items()
+            if name not in withheld]
 
 
 def details(pred: Prediction) -> dict[str, Any]:
@@ -101,7 +113,9 @@ def details(pred: Prediction) -> dict[str, Any]:
         "file": pred.source,
         "qc": qc,
         "warnings": warnings,
-        "scores": {name: float(value) for name, value in pred.result.scores.items()},
+        "scores": {name: float(value) for name, value in pred.result.scores.items()},  # raw, all of them
+        "evidence": {name: {k: shown[k] for k in ("status", "text", "acquisition")}
+                     for name, shown in score_evidence(pred).items()},
         "mask_fraction": {name: float(mask.mean()) for name, mask in pred.result.masks.items()},
         "patches": len(pred.result.patches),
         "image": {"shape": list(pred.image.shape), "format": meta.format, "laterality": meta.laterality,
@@ -125,4 +139,11 @@ def summary(pred: Prediction) -> str:
     return (f"**{pred.name}** on `{pred.source}`: {w}x{h} {meta.format}, {side}, {meta.photometric}"
             f"{window}; {pred.total_seconds:.2f} s (read {pred.seconds['read']:.2f}, load "
             f"{pred.seconds['load']:.2f}, run {pred.seconds['run']:.2f})"
-            + (f"; **⚠ {flags}**" if flags else ""))
+            + (f"; **⚠ {flags}**" if flags else "") + _evidence_lines(pred))
+
+
+def _evidence_lines(pred: Prediction) -> str:
+    """The scores with the evidence behind them, one Markdown line each ("" when none has any)."""
+    shown = score_evidence(pred)
+    return "".join(f"\n\n- {'**' if e['score'] is None else ''}{e['text']}{'**' if e['score'] is None else ''}"
+                   for e in shown.values())

@@ -137,7 +137,7 @@ def predict_exams(exams: list[dict[str, Any]], cropped: Path, output: Path, pipe
     return rows
 
 
-def run(input_folder: str | Path, output_folder: str | Path, model: str = "sep",
+def run(input_folder: str | Path, output_folder: str | Path, model: str = "joint",
         exam_list: str | Path | None = None, segmentation: str | Path | None = None,
         num_processes: int = 1, visualize: bool = True) -> Path:
     """The four stages (see the module docstring); returns the path of predictions.csv."""
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="crop -> centres -> predict -> visualise, as the authors' run.sh")
     r.add_argument("input_folder", type=Path)
     r.add_argument("output_folder", type=Path)
-    r.add_argument("--model", choices=("sep", "joint"), default="sep", help="which trained GLAM (default sep)")
+    r.add_argument("--model", choices=("joint", "sep"), default="joint", help="which trained GLAM (default joint)")
     r.add_argument("--exam-list", type=Path, help="exam list (default: INPUT/exam_list_before_cropping.*)")
     r.add_argument("--segmentation", type=Path, help="ground-truth folder (default: INPUT/segmentation)")
     r.add_argument("--num-processes", type=int, default=1)

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
 from pydicom.uid import UID
 
+from mammo.io.acquisition import acquisition_from_tags
 from mammo.io.meta import ImageMeta
 from mammo.io.orientation import (
     laterality_from_value,
@@ -144,6 +145,11 @@ def build_meta(ds: Dataset, path: Path, pixels: np.ndarray, notes: list[str]) ->
         modality=modality_of(ds, notes), breast_implant_present=_implant(ds, notes),
     )
     _presentation_intent(ds, meta, notes)
+    meta.acquisition, tag = acquisition_from_tags(
+        optional(ds, "ImageType", notes), sop_class(ds), _text(ds, "ConversionType", notes),
+        meta.modality, meta.presentation_intent)
+    if meta.acquisition is not None:
+        meta.sources["acquisition"] = tag
     if spacing_tag is not None:
         meta.sources["pixel_spacing_mm"] = spacing_tag
     _orientation(ds, meta, notes)

@@ -30,6 +30,8 @@ class ImageMeta:
         transfer_syntax: DICOM transfer syntax UID name, or None.
         modality: DICOM Modality ("MG", or another one read with `allow_modality=True`), or
             None (rasters; a DICOM without the tag).
+        acquisition: "film" (digitised screen film), "digital" or "cesm" (contrast-enhanced), or
+            None when unknown; see `mammo.io.acquisition` for the rules and `sources` for the tag.
         breast_implant_present: True when the DICOM says so (BreastImplantPresent YES, or an
             "implant displaced" view modifier), False when it says NO, else None.
         warnings: damaged optional attributes that were ignored, one sentence each saying what
@@ -59,6 +61,7 @@ class ImageMeta:
     voi_lut_applied: bool = False
     transfer_syntax: str | None = None
     modality: str | None = None
+    acquisition: str | None = None
     breast_implant_present: bool | None = None
     warnings: list[str] = field(default_factory=list)
     qc: list[str] = field(default_factory=list)

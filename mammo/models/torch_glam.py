@@ -53,6 +53,7 @@ from mammo.models.torch_glam_parts import (
 ARCH = "glam"
 SCHEMES = ("joint", "sep_global", "sep_local")
 PIXEL_MAP_MODES = ("feathered", "glam", "inside_mean")
+INPUT_MODES = ("plain", "breast_only")
 GLOBAL_ENCODERS = ("resnet22", "efficientnet_lite0")
 LOCAL_ENCODERS = ("resnet18", "efficientnet_lite0")
 METADATA_PREFIX = "glam."
@@ -84,6 +85,7 @@ class GlamConfig:
     pixel_map_mode: str = "feathered"             # see `segmentation_maps`
     global_encoder: str = "resnet22"              # or "efficientnet_lite0" (ImageNet, stride-8 saliency)
     local_encoder: str = "resnet18"               # or "efficientnet_lite0" (ImageNet, output stride 16)
+    input_mode: str = "plain"                     # "plain" or "breast_only" (see mammo.pipelines.glam.prepare_input)
 
 
 def check_config(c: GlamConfig) -> None:
@@ -114,6 +116,8 @@ def check_config(c: GlamConfig) -> None:
         problems.append(f"local_encoder must be one of {LOCAL_ENCODERS}, got {c.local_encoder!r}")
     if c.pixel_map_mode not in PIXEL_MAP_MODES:
         problems.append(f"pixel_map_mode must be one of {PIXEL_MAP_MODES}, got {c.pixel_map_mode!r}")
+    if c.input_mode not in INPUT_MODES:
+        problems.append(f"input_mode must be one of {INPUT_MODES}, got {c.input_mode!r}")
     if problems:
         raise ValueError("invalid GlamConfig: " + "; ".join(problems))
 

@@ -59,6 +59,11 @@ class GlamPredictor:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.config.input_size)
 
+    @property
+    def input_mode(self) -> str:
+        """How inputs must be prepared (`mammo.pipelines.glam.prepare_input`'s `mode`)."""
+        return self.config.input_mode
+
     def predict(self, x: np.ndarray, breast: np.ndarray | None = None) -> GlamPrediction:
         """x: float32 (h, w) in [0, 1] at `input_size`; breast: optional bool (h, w) mask the
         patches must lie in -> `GlamPrediction`."""

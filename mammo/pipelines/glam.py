@@ -21,6 +21,7 @@ from mammo.io.meta import ImageMeta
 from mammo.pipelines.base import PatchBox, Result
 from mammo.pipelines.registry import PIPELINES
 from mammo.preprocess.breast import breast_mask
+from mammo.preprocess.contrast import standardize_in_mask
 from mammo.preprocess.framing import Framing, breast_window_and_flip, frame, frame_mask, unframe
 
 if TYPE_CHECKING:
@@ -29,23 +30,32 @@ if TYPE_CHECKING:
 
 CLASSES = ("benign", "malignant")
 MARGIN = 0.02
-WEIGHTS = {"sep": "glam-sep", "joint": "glam-joint"}
-DEFAULT_SCHEME = "sep"
+WEIGHTS = {"joint": "glam-joint", "sep": "glam-sep"}
+DEFAULT_SCHEME = "joint"
 
 
-def prepare_input(image: np.ndarray, meta: ImageMeta | None,
-                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Framing]:
+def prepare_input(image: np.ndarray, meta: ImageMeta | None, size: tuple[int, int],
+                  mode: str = "plain") -> tuple[np.ndarray, np.ndarray, Framing]:
     """float32 (H, W) in [0, 1] -> (float32 (h, w) in [0, 1] model input, bool (h, w) breast mask
     at the model input, the `Framing` to undo it).
 
     The breast mask is the classical one (`mammo.preprocess.breast.breast_mask`: no background,
     no film label), framed like the image; GLAM picks its patches inside it.
+    `mode` (the network's `GlamConfig.input_mode`): "plain" keeps the framed crop as it is;
+    "breast_only" also zeroes everything outside the breast and stretches the breast's own
+    1st-99th grey-level percentiles to [0, 1] (`standardize_in_mask`), so film labels,
+    background and the scanner's grey curve cannot be learnt in place of the tissue.
     `meta` is accepted for symmetry with the pipelines (the chest-wall side comes from the image).
     """
     breast = breast_mask(image)
     window, flip = breast_window_and_flip(image, MARGIN, breast)
     x, framing = frame(image, size, window, flip)
-    return x, frame_mask(breast.astype(np.uint8), framing) > 0, framing
+    inside = frame_mask(breast.astype(np.uint8), framing) > 0
+    if mode == "breast_only":
+        x = standardize_in_mask(x, inside)
+    elif mode != "plain":
+        raise ValueError(f"input mode must be 'plain' or 'breast_only', not {mode!r}")
+    return x, inside, framing
 
 
 def box_to_original(top: int, left: int, size: tuple[int, int], framing: Framing) -> tuple[int, int, int, int]:
@@ -91,7 +101,7 @@ class GlamPipeline:
         if image.ndim != 2:
             raise ValueError(f"expected a (H, W) image, got shape {image.shape}")
         t0 = time.perf_counter()
-        x, breast, framing = prepare_input(image, meta, self.predictor.input_size)
+        x, breast, framing = prepare_input(image, meta, self.predictor.input_size, self.predictor.input_mode)
         t1 = time.perf_counter()
         pred = self.predictor.predict(x, breast)
         t2 = time.perf_counter()

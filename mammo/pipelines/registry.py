@@ -61,9 +61,10 @@ PIPELINES: dict[str, PipelineSpec] = {
         "Benign/malignant scores, saliency maps and the patch map; weakly supervised (trained "
         "from image labels only).",
         "torch",
-        ("sep", "joint"),
-        (("sep", "weights trained in two stages: global module, then local + fusion (default)"),
-         ("joint", "weights trained with the global, local and fusion losses together")),
+        ("joint", "sep"),
+        (("joint", "EfficientNet-Lite0 modules trained jointly on DDSM films, CDD-CESM subtracted images and "
+                   "mini-MIAS, breast-only input (default)"),
+         ("sep", "the earlier weights: mini-MIAS only, trained in two stages (global, then local + fusion)")),
         source="GLAM, NYU (PyTorch)",
     ),
     "cesm-unet": PipelineSpec(

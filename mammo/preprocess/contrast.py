@@ -79,3 +79,29 @@ def median_filter(image: np.ndarray, ksize: int = 3) -> np.ndarray:
         return cv2.medianBlur(_to_u16(image), ksize).astype(np.float32) / _U16
     u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return cv2.medianBlur(u8, ksize).astype(np.float32) / 255.0
+
+
+def standardize_in_mask(image: np.ndarray, mask: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Stretch the `low`-`high` percentile range of the pixels inside `mask` to [0, 1]; 0 outside.
+
+    Why: scanners and film digitisers map the same tissue to different grey levels, and the film
+    around the breast (labels, redaction boxes, grey or black background) says which scanner made
+    the image. A classifier trained on several sources must not learn either; only the breast and
+    its relative contrast are kept.
+
+    Args:
+        image: float32 (H, W) in [0, 1].
+        mask: bool (H, W), True inside the breast; an empty mask returns zeros.
+
+    Returns:
+        float32 (H, W) in [0, 1].
+    """
+    if mask.shape != image.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape}")
+    out = np.zeros(image.shape, np.float32)
+    if not mask.any():
+        return out
+    lo, hi = np.percentile(image[mask], (low, high))
+    scale = 1.0 / max(float(hi - lo), 1e-6)
+    out[mask] = np.clip((image[mask] - lo) * scale, 0.0, 1.0)
+    return out
