@@ -152,6 +152,21 @@ def score_evidence(name: str, score: float, measured: tuple[Evidence, ...], acqu
 
 def result_evidence(scores: Mapping[str, float], evidence: Mapping[str, tuple[Evidence, ...]],
                     acquisition: str | None) -> dict[str, dict]:
-    """`score_evidence` for every score that has a class in `evidence`; the others are left out."""
-    return {name: score_evidence(name, float(value), evidence[name], acquisition)
-            for name, value in scores.items() if name in evidence}
+    """`score_evidence` for every score that has a class in `evidence`. A score without its own
+    measurements that is exactly 1 - a measured score (tiryaki-mass and deepmica give "benign" =
+    1 - "malignant") carries that one's verdict, so a withheld number cannot be read off its
+    complement; the other scores are left out."""
+    out = {name: score_evidence(name, float(value), evidence[name], acquisition)
+           for name, value in scores.items() if name in evidence}
+    for name, value in scores.items():
+        twin = next((m for m in out if m != name and float(value) == 1.0 - float(scores[m])), None)
+        if name in out or twin is None:
+            continue
+        shown = dict(out[twin])
+        if shown["score"] is None:
+            shown["text"] = f"{name}: no score — it is 1 − {twin}: " + shown["text"].split(" — ", 1)[1]
+        else:
+            shown["score"] = float(value)
+            shown["text"] = f"{name} {float(value):.2f} (1 − {twin}) — " + shown["text"].split(" — ", 1)[1]
+        out[name] = shown
+    return out

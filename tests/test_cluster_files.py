@@ -72,6 +72,13 @@ def test_storage_locations_and_data_paths(tmp_path: Path, monkeypatch) -> None:
     assert values["data_root"] == str(tmp_path / "data") and values["negative_root"] == str(tmp_path / "neg")
     assert values["init_from"] == ""
     assert missing_paths(values) == [f"split={tmp_path / 'split.csv'}", f"negative_root={tmp_path / 'neg'}"]
+    # so are those of GLAM's further labelled sources
+    multi = TrainConfig(task="glam", data_root="data", glam_sources=[
+        {"dataset": "mias", "data_root": "data", "split": "mias.csv"}])
+    values = absolute_paths(multi)
+    assert values["glam_sources"][0]["data_root"] == str(tmp_path / "data")
+    assert missing_paths(values)[-1] == f"glam_sources[0].split={tmp_path / 'mias.csv'}"
+    assert multi.glam_sources[0]["data_root"] == "data"  # the config itself is left as it was
 
 
 def test_rayjob_driver_joins_the_job_cluster_through_ray_address(monkeypatch) -> None:

@@ -160,3 +160,17 @@ def test_scores_json_carries_the_evidence(tmp_path, monkeypatch):
     assert "not validated on digital" in summary["evidence"][name]["text"]
     film = result_summary(result, ImageMeta(acquisition="film"))["evidence"][name]
     assert film["status"] == "validated" and film["text"].startswith(f"{name} 0.40 — test AUC 0.83")
+
+
+def test_complement_of_a_withheld_score_is_withheld_too():
+    """tiryaki-mass gives benign = 1 - malignant: hiding one number must hide both."""
+    chance = {"malignant": (parse_item(item(auc=0.45, ci95=[0.26, 0.63]), "t"),)}
+    malignant = 0.3
+    shown = result_evidence({"malignant": malignant, "benign": 1.0 - malignant}, chance, "film")
+    assert shown["malignant"]["score"] is None and shown["benign"]["score"] is None
+    assert shown["benign"]["text"].startswith("benign: no score — it is 1 − malignant")
+    good = {"malignant": (parse_item(item(), "t"),)}
+    shown = result_evidence({"malignant": malignant, "benign": 1.0 - malignant}, good, "film")
+    assert shown["benign"]["score"] == 0.7 and "(1 − malignant)" in shown["benign"]["text"]
+    # an independent score is not a complement
+    assert set(result_evidence({"malignant": 0.3, "benign": 0.2}, good, "film")) == {"malignant"}

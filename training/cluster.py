@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # What the cluster's workers do not need from this checkout (runs, weights, git history).
 CLUSTER_EXCLUDES = [".git/", ".pytest_cache/", "runs/", "weights/", "demo_out/", "*.pt", "*.safetensors"]
 PATH_FIELDS = ("data_root", "split", "negative_root", "negative_split", "init_from", "glam_encoder_init")
+SOURCE_PATH_FIELDS = ("data_root", "split")  # of each `glam_sources` item
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -53,12 +54,20 @@ def absolute_paths(config: TrainConfig) -> dict[str, Any]:
     for key in PATH_FIELDS:
         if values[key] and not Path(values[key]).is_absolute():
             values[key] = str(Path(values[key]).resolve())
+    for source in values.get("glam_sources") or []:
+        for key in SOURCE_PATH_FIELDS:
+            if source.get(key) and not Path(source[key]).is_absolute():
+                source[key] = str(Path(source[key]).resolve())
     return values
 
 
 def missing_paths(values: dict[str, Any]) -> list[str]:
     """`key=path` of every set path field of the config dict `values` that does not exist here."""
-    return [f"{key}={values[key]}" for key in PATH_FIELDS if values.get(key) and not Path(values[key]).exists()]
+    missing = [f"{key}={values[key]}" for key in PATH_FIELDS if values.get(key) and not Path(values[key]).exists()]
+    for i, source in enumerate(values.get("glam_sources") or []):
+        missing += [f"glam_sources[{i}].{key}={source[key]}" for key in SOURCE_PATH_FIELDS
+                    if source.get(key) and not Path(source[key]).exists()]
+    return missing
 
 
 def _missing_here(values: dict[str, Any]) -> tuple[str, list[str]]:

@@ -6,7 +6,9 @@ it looked at, and `lesion` = the larger of the two maps thresholded.
 
 The input is prepared as in training (`prepare_input`): the breast's bounding box (+2%), the
 chest wall turned to the left, resized into the model's (h, w) keeping the aspect ratio, CLAHE and
-a median filter. Every map comes back in the input's original geometry.
+a median filter; for weights trained "breast_only" (the shipped `glam`), also everything outside
+the breast zeroed and the breast's grey levels stretched. Every map comes back in the input's
+original geometry.
 """
 
 from __future__ import annotations
