@@ -15,7 +15,6 @@ The default sets per entry are in `DEFAULT_SETS`.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -76,13 +75,10 @@ def roc_plot(folders: dict[str, Path], classes: tuple[str, ...], evidence: dict[
     fig, axes = plt.subplots(1, len(classes), figsize=(5.5 * len(classes), 5), squeeze=False)
     for ax, name in zip(axes[0], classes):
         for kind, folder in folders.items():
-            with open(folder / "predictions.csv", newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if r.get(f"{name}_label") not in (None, "")
-                        and r.get(f"{name}_pred") not in (None, "")]
-            labels = np.array([int(float(r[f"{name}_label"])) for r in rows])
-            if not len(rows) or labels.min() == labels.max():
+            labels, scores = labelled(folder, name)
+            if not labels.size or labels.min() == labels.max():
                 continue
-            fpr, tpr, _ = roc_curve(labels, [float(r[f"{name}_pred"]) for r in rows])
+            fpr, tpr, _ = roc_curve(labels, scores)
             item = next(e for e in evidence.get(name, []) if e["dataset"] == kind)
             ax.plot(fpr, tpr, label=f"{kind}: {item['auc']:.3f} ({item['ci95'][0]:.3f}-{item['ci95'][1]:.3f}), "
                                     f"n={item['n']}, pos={item['n_pos']}")
@@ -94,16 +90,20 @@ def roc_plot(folders: dict[str, Path], classes: tuple[str, ...], evidence: dict[
     plt.close(fig)
 
 
+def labelled(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int, scores float) of class `name` in a run's predictions.csv: the rows with both,
+    read as `python -m eval score` reads them (`eval.table.read_rows`, `eval.scoring.label_pairs`)."""
+    from eval.scoring import label_pairs
+    from eval.table import read_rows
+
+    pairs = label_pairs(read_rows(folder / "predictions.csv"), name)
+    return (pairs[0], pairs[1]) if pairs else (np.zeros(0, int), np.zeros(0))
+
+
 def pooled(folders: dict[str, Path], name: str) -> tuple[np.ndarray, np.ndarray]:
     """(scores, labels) of class `name` over every set's predictions.csv, rows with both."""
-    scores, labels = [], []
-    for folder in folders.values():
-        with open(folder / "predictions.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row.get(f"{name}_label") not in (None, "") and row.get(f"{name}_pred") not in (None, ""):
-                    scores.append(float(row[f"{name}_pred"]))
-                    labels.append(int(float(row[f"{name}_label"])))
-    return np.asarray(scores), np.asarray(labels)
+    parts = [labelled(folder, name) for folder in folders.values()]
+    return np.concatenate([s for _, s in parts]), np.concatenate([y for y, _ in parts])
 
 
 def manifest_entry(entry_name: str, sha: str, flag: str) -> dict:

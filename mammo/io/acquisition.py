@@ -21,11 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 ACQUISITIONS = ("film", "digital", "cesm")
-ACQUISITION_NAMES = {"film": "digitised screen film", "digital": "full-field digital mammography",
-                     "cesm": "contrast-enhanced (CESM)"}
 
 _CESM_IMAGE_TYPES = frozenset({"SUBTRACTION", "RECOMBINED", "CESM", "CEDM"})
-_SECONDARY_CAPTURE = ("1.2.840.10008.5.1.4.1.1.7",)  # prefix: .7, .7.1-.7.4 multi-frame variants
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and its multi-frame variants .7.1-.7.4
 _DIGITAL_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray
     "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray
@@ -43,7 +41,7 @@ def acquisition_from_tags(image_type: Any, sop_class: str | None, conversion_typ
     sop = str(sop_class or "")
     if (conversion_type or "").strip().upper() == "DF":
         return "film", "ConversionType"
-    if sop == _SECONDARY_CAPTURE[0] or sop.startswith(_SECONDARY_CAPTURE[0] + "."):
+    if sop == _SECONDARY_CAPTURE or sop.startswith(_SECONDARY_CAPTURE + "."):
         return "film", "SOPClassUID"
     if sop in _DIGITAL_SOP_CLASSES:
         return "digital", "SOPClassUID"
